@@ -1,0 +1,111 @@
+"""HTTP endpoints of sign-up, the account, billing information, passwords and users."""
+
+from fastapi import APIRouter, Response
+
+from app.accounts import service
+from app.accounts.schemas import (
+    AccountOut,
+    AccountPatch,
+    BillingInfoBody,
+    BillingInfoOut,
+    PasswordChangeIn,
+    SignupIn,
+    SignupOut,
+    UserCreateIn,
+    UserOut,
+    UserPatch,
+)
+from app.auth.principal import RequireAdmin, RequireMember, RequireSignedInUser
+from app.deps import ClientAddress, Session, SettingsDep
+from app.pagination import Page, PageParams
+
+router = APIRouter(prefix="/v1", tags=["account"])
+
+
+@router.post(
+    "/signup",
+    status_code=201,
+    response_model=SignupOut,
+    summary="Sign up: an account and its first admin",
+)
+async def signup(
+    body: SignupIn, session: Session, settings: SettingsDep, client_ip: ClientAddress
+) -> SignupOut:
+    account, user = await service.signup(session, settings, body, client_ip)
+    return SignupOut(account=AccountOut.model_validate(account), user=UserOut.model_validate(user))
+
+
+@router.get("/account", response_model=AccountOut, summary="The account information")
+async def get_account(principal: RequireMember) -> AccountOut:
+    return AccountOut.model_validate(principal.account)
+
+
+@router.patch("/account", response_model=AccountOut, summary="Change the account information")
+async def update_account(
+    body: AccountPatch, principal: RequireAdmin, session: Session
+) -> AccountOut:
+    return AccountOut.model_validate(await service.update_account(session, principal, body))
+
+
+@router.get("/account/billing", response_model=BillingInfoOut, summary="The billing information")
+async def get_billing(principal: RequireMember, session: Session) -> BillingInfoOut:
+    info = await service.get_billing_info(session, principal)
+    return BillingInfoOut.model_validate(info.model_dump())
+
+
+@router.put(
+    "/account/billing", response_model=BillingInfoOut, summary="Replace the billing information"
+)
+async def replace_billing(
+    body: BillingInfoBody, principal: RequireAdmin, session: Session
+) -> BillingInfoOut:
+    info = await service.replace_billing_info(session, principal, body)
+    return BillingInfoOut.model_validate(info.model_dump())
+
+
+@router.put("/account/password", status_code=204, summary="Change your own password")
+async def change_password(
+    body: PasswordChangeIn,
+    principal: RequireSignedInUser,
+    session: Session,
+    settings: SettingsDep,
+    client_ip: ClientAddress,
+) -> Response:
+    await service.change_password(session, settings, principal, body, client_ip)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/users", status_code=201, response_model=UserOut, tags=["users"], summary="Add a user"
+)
+async def create_user(body: UserCreateIn, principal: RequireAdmin, session: Session) -> UserOut:
+    return UserOut.model_validate(await service.create_user(session, principal, body))
+
+
+@router.get("/users", response_model=Page[UserOut], tags=["users"], summary="List users")
+async def list_users(principal: RequireAdmin, session: Session, page: PageParams) -> Page[UserOut]:
+    users, has_more = await service.list_users(session, principal, page)
+    return Page(data=[UserOut.model_validate(user) for user in users], has_more=has_more)
+
+
+@router.get("/users/{user_id}", response_model=UserOut, tags=["users"], summary="A user")
+async def get_user(user_id: str, principal: RequireAdmin, session: Session) -> UserOut:
+    return UserOut.model_validate(await service.get_user(session, principal, user_id))
+
+
+@router.patch(
+    "/users/{user_id}",
+    response_model=UserOut,
+    tags=["users"],
+    summary="Rename a user or change their role",
+)
+async def update_user(
+    user_id: str, body: UserPatch, principal: RequireAdmin, session: Session
+) -> UserOut:
+    return UserOut.model_validate(await service.update_user(session, principal, user_id, body))
+
+
+@router.delete("/users/{user_id}", status_code=204, tags=["users"], summary="Remove a user")
+async def delete_user(user_id: str, principal: RequireAdmin, session: Session) -> Response:
+    await service.delete_user(session, principal, user_id)
+    return Response(status_code=204)

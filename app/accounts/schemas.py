@@ -1,0 +1,148 @@
+"""Request and response bodies of sign-up, the account, billing information and users."""
+
+from typing import Annotated, ClassVar, Literal, Self
+
+import phonenumbers
+import pycountry
+from pydantic import AfterValidator, EmailStr, Field, StringConstraints, model_validator
+
+from app.schemas import RequestModel, ResponseModel, Timestamp
+
+Role = Literal["admin", "finance", "user"]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+OptionalText = Annotated[str | None, Field(default=None)]
+# Longer than the policy allows: an over-long password gets `weak_password`, not a bare 422.
+PasswordField = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024, strip_whitespace=False)
+]
+
+
+def _lower_email(value: str) -> str:
+    return value.lower()
+
+
+Email = Annotated[EmailStr, AfterValidator(_lower_email)]
+
+
+def _e164(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError(
+            "must be a phone number in international form, e.g. +14155550123"
+        ) from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("is not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _country(value: str | None) -> str | None:
+    if value is None:
+        return None
+    country = pycountry.countries.get(alpha_2=value.upper()) if len(value) == 2 else None
+    if country is None:
+        raise ValueError("must be an ISO 3166-1 alpha-2 country code, e.g. US")
+    return str(country.alpha_2)
+
+
+Phone = Annotated[str | None, Field(max_length=40), AfterValidator(_e164)]
+Country = Annotated[str | None, Field(max_length=2), AfterValidator(_country)]
+
+
+class PatchModel(RequestModel):
+    """A partial update: omitted fields stay, `null` clears a field only where it may be empty."""
+
+    required_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> Self:
+        for field in self.required_fields & self.model_fields_set:
+            if getattr(self, field) is None:
+                raise ValueError(f"{field} may not be null")
+        return self
+
+
+class SignupIn(RequestModel):
+    email: Email
+    password: PasswordField
+    name: Name
+    company_name: Annotated[str | None, StringConstraints(max_length=200)] = None
+
+
+class AccountOut(ResponseModel):
+    id: str
+    name: str
+    company_name: str | None
+    email: str
+    phone: str | None
+    created_at: Timestamp
+
+
+class UserOut(ResponseModel):
+    id: str
+    email: str
+    name: str
+    role: Role
+    created_at: Timestamp
+
+
+class SignupOut(ResponseModel):
+    account: AccountOut
+    user: UserOut
+
+
+class AccountPatch(PatchModel):
+    required_fields = frozenset({"name", "email"})
+
+    name: Name | None = None
+    company_name: Annotated[str | None, StringConstraints(max_length=200)] = None
+    email: Email | None = None
+    phone: Phone = None
+
+
+class BillingInfoBody(RequestModel):
+    contact_name: Annotated[str | None, StringConstraints(max_length=200)] = None
+    company_name: Annotated[str | None, StringConstraints(max_length=200)] = None
+    email: Email | None = None
+    address_line1: Annotated[str | None, StringConstraints(max_length=200)] = None
+    address_line2: Annotated[str | None, StringConstraints(max_length=200)] = None
+    city: Annotated[str | None, StringConstraints(max_length=100)] = None
+    region: Annotated[str | None, StringConstraints(max_length=100)] = None
+    postal_code: Annotated[str | None, StringConstraints(max_length=20)] = None
+    country: Country = None
+    tax_id: Annotated[str | None, StringConstraints(max_length=50)] = None
+
+
+class BillingInfoOut(ResponseModel):
+    contact_name: str | None
+    company_name: str | None
+    email: str | None
+    address_line1: str | None
+    address_line2: str | None
+    city: str | None
+    region: str | None
+    postal_code: str | None
+    country: str | None
+    tax_id: str | None
+
+
+class PasswordChangeIn(RequestModel):
+    current_password: PasswordField
+    new_password: PasswordField
+    new_password_confirmation: PasswordField
+
+
+class UserCreateIn(RequestModel):
+    email: Email
+    name: Name
+    role: Role
+    password: PasswordField
+
+
+class UserPatch(PatchModel):
+    required_fields = frozenset({"name", "role"})
+
+    name: Name | None = None
+    role: Role | None = None

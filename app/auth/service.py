@@ -1,0 +1,96 @@
+"""Rules of authentication: password logins that issue access tokens, and API keys."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.models import User
+from app.auth import throttle
+from app.auth.models import ApiKey
+from app.auth.principal import Principal
+from app.auth.schemas import ApiKeyCreateIn, TokenOut
+from app.auth.security import (
+    AccessClaims,
+    api_key_digest,
+    api_key_display_prefix,
+    issue_access_token,
+    new_api_key_secret,
+    verify_password,
+)
+from app.config import Settings
+from app.errors import ApiError, NotFound
+from app.ids import new_id
+from app.metrics import LOGIN_FAILURES
+from app.pagination import PageRequest, paginate
+
+
+async def issue_token(
+    session: AsyncSession, settings: Settings, email: str, password: str, client_ip: str
+) -> TokenOut:
+    email = email.strip().lower()
+    async with session.begin():
+        await throttle.check_login_allowed(session, settings, email, client_ip)
+        user = await session.scalar(
+            select(User).where(User.email == email, User.deleted_at.is_(None))
+        )
+    # Checked against a dummy hash when the email is unknown: same answer, about the same time.
+    valid = await verify_password(password, user.password_hash if user else None)
+    async with session.begin():
+        throttle.record(session, "login_succeeded" if valid else "login_failed", client_ip, email)
+    if not valid or user is None:
+        LOGIN_FAILURES.inc()
+        raise ApiError("invalid_credentials", 401, "The email or the password is not correct.")
+    claims = AccessClaims(
+        user_id=user.id, account_id=user.account_id, token_version=user.token_version
+    )
+    ttl = settings.access_token_ttl_seconds
+    return TokenOut(
+        access_token=issue_access_token(claims, settings.secret_key, ttl), expires_in=ttl
+    )
+
+
+async def create_api_key(
+    session: AsyncSession, principal: Principal, body: ApiKeyCreateIn
+) -> tuple[ApiKey, str]:
+    secret = new_api_key_secret()
+    api_key = ApiKey(
+        id=new_id("key"),
+        account_id=principal.account_id,
+        name=body.name,
+        role=body.role,
+        integration=body.integration,
+        prefix=api_key_display_prefix(secret),
+        digest=api_key_digest(secret),
+    )
+    async with session.begin():
+        session.add(api_key)
+        await session.flush()
+        await session.refresh(api_key)
+    return api_key, secret
+
+
+async def list_api_keys(
+    session: AsyncSession, principal: Principal, page: PageRequest
+) -> tuple[list[ApiKey], bool]:
+    async with session.begin():
+        query = select(ApiKey).where(
+            ApiKey.account_id == principal.account_id, ApiKey.revoked_at.is_(None)
+        )
+        return await paginate(session, query, ApiKey, page)
+
+
+async def revoke_api_key(session: AsyncSession, principal: Principal, key_id: str) -> None:
+    async with session.begin():
+        revoked = await session.scalar(
+            update(ApiKey)
+            .where(
+                ApiKey.id == key_id,
+                ApiKey.account_id == principal.account_id,
+                ApiKey.revoked_at.is_(None),
+            )
+            .values(revoked_at=datetime.now(UTC))
+            .returning(ApiKey.id)
+        )
+    if revoked is None:
+        raise NotFound("API key")

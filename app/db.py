@@ -1,0 +1,90 @@
+"""Database plumbing: the declarative base, engine and session factory, and the embedded
+PostgreSQL used when DATABASE_URL is unset.
+
+Sessions do not autobegin: every transaction is opened explicitly by a service
+(`async with session.begin():`), so each boundary can be found by reading the service.
+"""
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import NullPool
+
+from app.config import Settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def created_at_column() -> Mapped[datetime]:
+    # clock_timestamp(), not now(): rows made in one transaction still order by creation.
+    return mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp(), nullable=False
+    )
+
+
+def async_url(url: str) -> str:
+    """Accept postgres://, postgresql:// or postgresql+asyncpg:// and return the asyncpg form."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    raise ValueError("DATABASE_URL must be a PostgreSQL URL")
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    if settings.database_url is None:
+        raise RuntimeError(
+            "DATABASE_URL is not set (the launcher sets it for the embedded database)"
+        )
+    options: dict[str, Any] = {"pool_pre_ping": False}
+    if settings.db_pool == "null":
+        options["poolclass"] = NullPool
+    else:
+        options.update(pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+    return create_async_engine(async_url(settings.database_url), **options)
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autobegin=False)
+
+
+async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with factory() as session:
+        yield session
+
+
+def start_embedded_postgres(data_dir: str, name: str = "pg") -> str:
+    """Start (or join) the embedded PostgreSQL under data_dir and return its URL.
+
+    The server stops when the last process that joined it exits.
+    """
+    import warnings
+
+    import pgserver
+
+    root = Path(data_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(root / name, cleanup_mode="stop")  # type: ignore[attr-defined]
+    url: str = server.get_uri()
+    return url

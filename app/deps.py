@@ -1,0 +1,29 @@
+"""Dependencies every router shares: settings and the database session."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    # No commit here: services open and commit their own transactions.
+    async with request.app.state.session_factory() as session:
+        yield session
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+Session = Annotated[AsyncSession, Depends(get_session)]
+ClientAddress = Annotated[str, Depends(client_address)]

@@ -1,0 +1,152 @@
+"""Errors: ApiError for every failure a client can act on, and the handlers that render
+every error (ours, FastAPI's and Starlette's) as RFC 9457 problem details with a stable code."""
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.request_context import current_request_id
+
+logger = logging.getLogger("app.errors")
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://billing.example.com/problems/"
+
+
+class ApiError(Exception):
+    """A failure with a stable snake_case code, e.g. ApiError("insufficient_funds", 402, "...")."""
+
+    def __init__(
+        self,
+        code: str,
+        status: int,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or code)
+        self.code = code
+        self.status = status
+        self.detail = detail or HTTPStatus(status).phrase
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+class NotFound(ApiError):
+    def __init__(self, what: str = "resource") -> None:
+        super().__init__("not_found", 404, f"No such {what}.")
+
+
+class Forbidden(ApiError):
+    def __init__(self, detail: str = "Your role does not allow this action.") -> None:
+        super().__init__("forbidden", 403, detail)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every 4xx and 5xx body."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str | None = None
+    errors: list[FieldError] | None = None
+    decline_code: str | None = None
+
+
+def problem_response(
+    code: str,
+    status: int,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": current_request_id(),
+    }
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+
+
+# Starlette raises these for routing failures; give each a stable code.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _field_path(location: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in location)
+
+
+def _validation_message(error: dict[str, Any]) -> str:
+    message = str(error.get("msg", "is invalid"))
+    # Pydantic prefixes messages from our validators; the client does not need to know.
+    return message.removeprefix("Value error, ")
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return problem_response(exc.code, exc.status, exc.detail, headers=exc.headers, extra=exc.extra)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": _field_path(error.get("loc", ())), "message": _validation_message(error)}
+        for error in exc.errors()
+    ]
+    return problem_response(
+        "validation_error",
+        422,
+        "The request is not valid; see errors.",
+        extra={"errors": errors},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404:
+        detail = "No such resource."
+    return problem_response(code, exc.status_code, detail, headers=dict(exc.headers or {}))
+
+
+def internal_error_response() -> JSONResponse:
+    return problem_response(
+        "internal_error",
+        500,
+        "Something went wrong on our side; quote the request id if you contact us.",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

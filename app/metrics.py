@@ -1,0 +1,13 @@
+"""Prometheus metrics of the service, served at /metrics."""
+
+from prometheus_client import Counter, Histogram
+
+REQUEST_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time to serve an HTTP request, by method, route template and status.",
+    ["method", "route", "status"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+LOGIN_FAILURES = Counter("auth_login_failures_total", "Rejected password logins.")
+LOGIN_THROTTLED = Counter("auth_login_throttled_total", "Logins refused by the throttle.")

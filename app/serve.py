@@ -1,0 +1,59 @@
+"""`make run`: resolve the database (embedded when DATABASE_URL is unset), migrate, serve."""
+
+import argparse
+import os
+import secrets
+from pathlib import Path
+
+import uvicorn
+
+from app.config import get_settings
+from app.db import start_embedded_postgres
+from app.logs import configure_logging
+from app.migrate import upgrade_to_head
+
+
+def prepare_environment() -> None:
+    """Fill in what a developer's machine lacks, through the environment, so that every
+    process started from here (uvicorn workers included) sees the same values."""
+    settings = get_settings()
+    data_dir = Path(settings.data_dir)
+    if not settings.database_url:
+        os.environ["DATABASE_URL"] = start_embedded_postgres(str(data_dir))
+        print(f"Embedded PostgreSQL under {data_dir.resolve()}")
+    if not settings.secret_key:
+        # A development secret, kept so that tokens survive a restart. Set SECRET_KEY in production.
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key_file = data_dir / "secret_key"
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(48))
+            key_file.chmod(0o600)
+        os.environ["SECRET_KEY"] = key_file.read_text().strip()
+    get_settings.cache_clear()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the billing API")
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
+    args = parser.parse_args()
+    configure_logging()
+    prepare_environment()
+    settings = get_settings()
+    assert settings.database_url is not None
+    upgrade_to_head(settings.database_url)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=settings.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        proxy_headers=True,
+        log_config=None,
+    )
+
+
+if __name__ == "__main__":
+    main()
