@@ -5,10 +5,10 @@ Sessions do not autobegin: every transaction is opened explicitly by a service
 (`async with session.begin():`), so each boundary can be found by reading the service.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.ext.asyncio import (
@@ -88,3 +88,39 @@ def start_embedded_postgres(data_dir: str, name: str = "pg") -> str:
         server = pgserver.get_server(root / name, cleanup_mode="stop")  # type: ignore[attr-defined]
     url: str = server.get_uri()
     return url
+
+
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+def is_retryable(error: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(error, DBAPIError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
+        getattr(error.orig, "__cause__", None), "sqlstate", None
+    )
+    return sqlstate in _RETRYABLE_SQLSTATES
+
+
+T = TypeVar("T")
+
+
+async def in_transaction(
+    session: AsyncSession, work: Callable[[], Awaitable[T]], attempts: int = 5
+) -> T:
+    """Run `work` in a transaction of `session`, again from the start when PostgreSQL aborts
+    it for a serialization failure or a deadlock: those are never a client's 5xx."""
+    import asyncio
+    import random
+
+    for attempt in range(1, attempts + 1):
+        try:
+            async with session.begin():
+                return await work()
+        except Exception as error:
+            if attempt == attempts or not is_retryable(error):
+                raise
+            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+    raise AssertionError("unreachable")

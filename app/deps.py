@@ -7,6 +7,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.gateway.base import Gateway
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -27,3 +28,19 @@ def client_address(request: Request) -> str:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 Session = Annotated[AsyncSession, Depends(get_session)]
 ClientAddress = Annotated[str, Depends(client_address)]
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def get_idempotency_key(request: Request) -> str:
+    """The key the idempotency guard reserved (routes that require one only)."""
+    reservation = request.state.idempotency
+    key: str = reservation.key
+    return key
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+IdempotencyKeyDep = Annotated[str, Depends(get_idempotency_key)]

@@ -150,3 +150,13 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+def validation_error(field: str, message: str) -> ApiError:
+    """A 422 for a rule the schema alone cannot check, shaped like the schema's own errors."""
+    return ApiError(
+        "validation_error",
+        422,
+        "The request is not valid; see errors.",
+        extra={"errors": [{"field": field, "message": message}]},
+    )

@@ -13,8 +13,12 @@ from app.auth.router import router as auth_router
 from app.config import Settings, get_settings
 from app.db import create_engine, create_session_factory
 from app.errors import PROBLEM_CONTENT_TYPE, Problem, install_error_handlers
+from app.finance.router import router as finance_router
+from app.gateway.factory import create_gateway
 from app.middleware import HttpEnvelopeMiddleware
 from app.ops.router import router as ops_router
+from app.orders.router import router as orders_router
+from app.payment_methods.router import router as card_router
 
 API_VERSION = "1.0.0"
 DESCRIPTION = """Billing back end: account settings, card on file, prepaid balance,
@@ -26,10 +30,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if len(settings.secret_key) < 32:
         raise RuntimeError("SECRET_KEY must be set to at least 32 characters")
     engine = create_engine(settings)
+    gateway = create_gateway(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        await gateway.aclose()
         await engine.dispose()
 
     app = FastAPI(
@@ -41,8 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
+    app.state.gateway = gateway
 
-    for router in (ops_router, accounts_router, auth_router):
+    routers = (ops_router, accounts_router, auth_router, card_router, finance_router, orders_router)
+    for router in routers:
         app.include_router(router)
     install_error_handlers(app)
     if settings.cors_origins:

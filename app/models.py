@@ -2,5 +2,23 @@
 
 from app.accounts.models import Account, BillingInfo, User
 from app.auth.models import ApiKey, AuthEvent
+from app.finance.models import AccountBalance, Deposit, FinanceSettings, LedgerEntry
+from app.idempotency_models import IdempotencyKey
+from app.orders.models import CertificateOrder, Product
+from app.payment_methods.models import Card
 
-__all__ = ["Account", "ApiKey", "AuthEvent", "BillingInfo", "User"]
+__all__ = [
+    "Account",
+    "AccountBalance",
+    "ApiKey",
+    "AuthEvent",
+    "BillingInfo",
+    "Card",
+    "CertificateOrder",
+    "Deposit",
+    "FinanceSettings",
+    "IdempotencyKey",
+    "LedgerEntry",
+    "Product",
+    "User",
+]

@@ -16,8 +16,9 @@ MAX_CENTS = 100_000_000_000  # 1,000,000,000.00
 _AMOUNT_PATTERN = r"^-?[0-9]+\.[0-9]{2}$"
 
 
-def parse_amount(value: object) -> int:
-    """The positive amount in cents, or ValueError with a message a client can act on."""
+def parse_amount(value: object, *, allow_zero: bool = False) -> int:
+    """The positive (or, with allow_zero, non-negative) amount in cents, or ValueError with a
+    message a client can act on."""
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise ValueError('must be a decimal string such as "12.50" or a number')
     text = repr(value) if isinstance(value, float) else str(value).strip()
@@ -32,8 +33,8 @@ def parse_amount(value: object) -> int:
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -2:
         raise ValueError("must have at most two decimals")
-    if amount <= 0:
-        raise ValueError("must be greater than zero")
+    if amount < 0 or (amount == 0 and not allow_zero):
+        raise ValueError("must not be negative" if allow_zero else "must be greater than zero")
     cents = int(amount * 100)
     if cents > MAX_CENTS:
         raise ValueError("is too large")
@@ -48,6 +49,10 @@ def format_amount(cents: int) -> str:
 
 def _validate_amount(value: Any) -> int:
     return parse_amount(value)
+
+
+def _validate_amount_or_zero(value: Any) -> int:
+    return parse_amount(value, allow_zero=True)
 
 
 AmountIn = Annotated[
@@ -65,6 +70,22 @@ AmountIn = Annotated[
     ),
 ]
 """An amount a client sends: validated to cents."""
+
+AmountOrZeroIn = Annotated[
+    int,
+    BeforeValidator(_validate_amount_or_zero),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
+                {"type": "number", "minimum": 0, "maximum": 1_000_000_000},
+            ],
+            "examples": ["100.00"],
+        },
+        mode="validation",
+    ),
+]
+"""An amount a client sends that may be zero (a threshold, say)."""
 
 Amount = Annotated[
     int,

@@ -11,7 +11,11 @@ OPENAPI_FILE = ROOT / "openapi" / "openapi.json"
 
 def served_schema() -> str:
     # The schema does not depend on the database or secrets; placeholders are enough.
-    settings = Settings(database_url="postgresql://schema-only/none", secret_key="s" * 32)
+    settings = Settings(
+        database_url="postgresql://schema-only/none",
+        secret_key="s" * 32,
+        sandbox_url="http://schema-only",
+    )
     return json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True) + "\n"
 
 

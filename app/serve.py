@@ -21,6 +21,12 @@ def prepare_environment() -> None:
     if not settings.database_url:
         os.environ["DATABASE_URL"] = start_embedded_postgres(str(data_dir))
         print(f"Embedded PostgreSQL under {data_dir.resolve()}")
+    if settings.gateway == "sandbox" and not settings.sandbox_url:
+        from app.gateway.sandbox_server import SandboxServer
+
+        # Lives in a daemon thread of this process, the parent of every uvicorn worker.
+        os.environ["SANDBOX_URL"] = SandboxServer().start()
+        print(f"Sandbox payment gateway at {os.environ['SANDBOX_URL']}")
     if not settings.secret_key:
         # A development secret, kept so that tokens survive a restart. Set SECRET_KEY in production.
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ own client address, so they can run in any order against the one database.
 import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.db import start_embedded_postgres
+from app.gateway.sandbox_server import SandboxServer
 from app.main import create_app
 from app.migrate import upgrade_to_head
 
@@ -53,14 +54,29 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
     await admin.close()
 
 
+# The sandbox sleeps this long on the "times out" test cards; the adapter gives up sooner.
+SANDBOX_TIMEOUT_SLEEP = 1.5
+GATEWAY_TIMEOUT = 0.5
+
+
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    return make_settings(database_url)
+def sandbox_url() -> Iterator[str]:
+    server = SandboxServer(timeout_sleep_seconds=SANDBOX_TIMEOUT_SLEEP)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, sandbox_url: str) -> Settings:
+    return make_settings(database_url, sandbox_url=sandbox_url)
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
+        "gateway": "sandbox",
+        "sandbox_url": "http://127.0.0.1:9",  # overridden by the fixtures that need a gateway
+        "gateway_timeout_seconds": GATEWAY_TIMEOUT,
         "secret_key": "test-secret-" + "k" * 40,
         "run_worker": False,
         "signup_limit_per_hour": 20,

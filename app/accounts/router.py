@@ -17,9 +17,10 @@ from app.accounts.schemas import (
 )
 from app.auth.principal import RequireAdmin, RequireMember, RequireSignedInUser
 from app.deps import ClientAddress, Session, SettingsDep
+from app.idempotency import IdempotentRoute
 from app.pagination import Page, PageParams
 
-router = APIRouter(prefix="/v1", tags=["account"])
+router = APIRouter(prefix="/v1", tags=["account"], route_class=IdempotentRoute)
 
 
 @router.post(

@@ -10,9 +10,10 @@ from app.auth import service
 from app.auth.principal import Authenticated, RequireAdmin
 from app.auth.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyOut, MeOut, TokenOut
 from app.deps import ClientAddress, Session, SettingsDep
+from app.idempotency import IdempotentRoute
 from app.pagination import Page, PageParams
 
-router = APIRouter(prefix="/v1", tags=["auth"])
+router = APIRouter(prefix="/v1", tags=["auth"], route_class=IdempotentRoute)
 
 
 @router.post(

@@ -1,0 +1,103 @@
+"""The only code that moves a balance: one statement updates the balance row and appends the
+ledger entry it returns, inside the caller's short transaction.
+
+A debit is conditional (`WHERE balance_cents + amount >= 0`): when the balance is too low no
+row comes back and nothing is written. The balance row's lock is held only until the
+caller commits, never across a gateway call.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.ids import new_id
+
+_CREDIT = text(
+    """
+    WITH moved AS (
+        INSERT INTO account_balance (account_id, balance_cents, last_entry_seq)
+        VALUES (:account_id, :amount, 1)
+        ON CONFLICT (account_id) DO UPDATE
+            SET balance_cents = account_balance.balance_cents + EXCLUDED.balance_cents,
+                last_entry_seq = account_balance.last_entry_seq + 1
+        RETURNING balance_cents, last_entry_seq
+    )
+    INSERT INTO ledger_entry (id, account_id, seq, type, amount_cents, balance_after_cents,
+                              deposit_id, order_id, description)
+    SELECT :id, :account_id, last_entry_seq, :type, :amount, balance_cents,
+           :deposit_id, :order_id, :description
+    FROM moved
+    RETURNING id, seq, balance_after_cents, created_at
+    """
+)
+
+_DEBIT = text(
+    """
+    WITH moved AS (
+        UPDATE account_balance
+        SET balance_cents = balance_cents + :amount, last_entry_seq = last_entry_seq + 1
+        WHERE account_id = :account_id AND balance_cents + :amount >= 0
+        RETURNING balance_cents, last_entry_seq
+    )
+    INSERT INTO ledger_entry (id, account_id, seq, type, amount_cents, balance_after_cents,
+                              deposit_id, order_id, description)
+    SELECT :id, :account_id, last_entry_seq, :type, :amount, balance_cents,
+           :deposit_id, :order_id, :description
+    FROM moved
+    RETURNING id, seq, balance_after_cents, created_at
+    """
+)
+
+
+@dataclass(frozen=True)
+class Posting:
+    entry_id: str
+    seq: int
+    amount_cents: int
+    balance_after_cents: int
+    created_at: datetime
+
+    @property
+    def balance_before_cents(self) -> int:
+        return self.balance_after_cents - self.amount_cents
+
+
+async def post_entry(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    type: str,
+    amount_cents: int,
+    description: str,
+    deposit_id: str | None = None,
+    order_id: str | None = None,
+) -> Posting | None:
+    """Move the balance by a signed amount and append its entry. A debit that would take the
+    balance below zero writes nothing and returns None."""
+    assert amount_cents != 0
+    statement = _CREDIT if amount_cents > 0 else _DEBIT
+    row = (
+        await session.execute(
+            statement,
+            {
+                "id": new_id("txn"),
+                "account_id": account_id,
+                "type": type,
+                "amount": amount_cents,
+                "deposit_id": deposit_id,
+                "order_id": order_id,
+                "description": description,
+            },
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return Posting(
+        entry_id=row.id,
+        seq=row.seq,
+        amount_cents=amount_cents,
+        balance_after_cents=row.balance_after_cents,
+        created_at=row.created_at,
+    )

@@ -1,0 +1,133 @@
+"""Tables of money held: payment settings, the balance, its append-only ledger, deposits."""
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, created_at_column
+
+
+class FinanceSettings(Base):
+    """Payment modes of an account. No row means the defaults of a new account."""
+
+    __tablename__ = "finance_settings"
+    __table_args__ = (
+        CheckConstraint(
+            "balance_payments_enabled OR card_payments_enabled", name="one_method_enabled"
+        ),
+        CheckConstraint(
+            "default_payment_method IS NULL"
+            " OR (default_payment_method = 'balance' AND balance_payments_enabled)"
+            " OR (default_payment_method = 'card' AND card_payments_enabled)",
+            name="default_enabled",
+        ),
+        CheckConstraint("low_balance_threshold_cents >= 0", name="threshold_not_negative"),
+    )
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("account.id", ondelete="CASCADE"), primary_key=True
+    )
+    balance_payments_enabled: Mapped[bool] = mapped_column(Boolean)
+    card_payments_enabled: Mapped[bool] = mapped_column(Boolean)
+    default_payment_method: Mapped[str | None] = mapped_column(String(10))
+    low_balance_threshold_cents: Mapped[int | None] = mapped_column(BigInteger)
+    # NULL: the account's contact email, following it when it changes.
+    notification_emails: Mapped[list[str] | None] = mapped_column(ARRAY(String(320)))
+
+
+class AccountBalance(Base):
+    """The running balance and the sequence number of the last ledger entry.
+
+    Every movement updates this row with one conditional UPDATE and appends the entry it
+    returns, in the same transaction: the row lock orders the entries of an account, and
+    `balance_after` of entry n is always `balance_after` of entry n-1 plus its amount.
+    """
+
+    __tablename__ = "account_balance"
+    __table_args__ = (CheckConstraint("balance_cents >= 0", name="not_negative"),)
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("account.id", ondelete="CASCADE"), primary_key=True
+    )
+    balance_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    last_entry_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class LedgerEntry(Base):
+    """One movement of the balance. Append-only: the database refuses UPDATE and DELETE."""
+
+    __tablename__ = "ledger_entry"
+    __table_args__ = (
+        UniqueConstraint("account_id", "seq", name="uq_ledger_entry_account_id_seq"),
+        CheckConstraint("balance_after_cents >= 0", name="balance_after_not_negative"),
+        CheckConstraint("amount_cents <> 0", name="amount_not_zero"),
+        CheckConstraint("type IN ('deposit', 'order', 'refund', 'adjustment')", name="type"),
+        CheckConstraint(
+            "(type = 'deposit' AND amount_cents > 0 AND deposit_id IS NOT NULL)"
+            " OR (type = 'order' AND amount_cents < 0 AND order_id IS NOT NULL)"
+            " OR (type = 'refund' AND amount_cents > 0 AND order_id IS NOT NULL)"
+            " OR type = 'adjustment'",
+            name="type_matches_amount",
+        ),
+        # A deposit is credited once and an order debited and refunded once, whatever retries.
+        Index(
+            "uq_ledger_entry_deposit_once",
+            "deposit_id",
+            unique=True,
+            postgresql_where="deposit_id IS NOT NULL",
+        ),
+        Index(
+            "uq_ledger_entry_order_once",
+            "order_id",
+            "type",
+            unique=True,
+            postgresql_where="order_id IS NOT NULL",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(20))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    balance_after_cents: Mapped[int] = mapped_column(BigInteger)
+    deposit_id: Mapped[str | None] = mapped_column(String(40))
+    order_id: Mapped[str | None] = mapped_column(String(40))
+    description: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Deposit(Base):
+    __tablename__ = "deposit"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+        CheckConstraint("amount_cents > 0", name="amount_positive"),
+        UniqueConstraint("account_id", "idempotency_key", name="uq_deposit_account_id_key"),
+        Index("ix_deposit_account_id_created_at", "account_id", "created_at"),
+        Index("ix_deposit_pending", "created_at", postgresql_where="status = 'pending'"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20))
+    failure_code: Mapped[str | None] = mapped_column(String(50))
+    decline_code: Mapped[str | None] = mapped_column(String(50))
+    card_brand: Mapped[str] = mapped_column(String(20))
+    card_last4: Mapped[str] = mapped_column(String(4))
+    gateway_charge_id: Mapped[str | None] = mapped_column(String(200))
+    balance_after_cents: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = created_at_column()
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,133 @@
+"""HTTP endpoints of finance settings, the balance, deposits and the ledger."""
+
+from fastapi import APIRouter, Response
+
+from app.auth.principal import RequireFinance, RequireMember
+from app.deps import GatewayDep, IdempotencyKeyDep, Session, SettingsDep
+from app.errors import ApiError
+from app.finance import service
+from app.finance.models import Deposit, LedgerEntry
+from app.finance.schemas import (
+    BalanceOut,
+    DepositIn,
+    DepositOut,
+    FinanceSettingsOut,
+    FinanceSettingsPatch,
+    TransactionOut,
+)
+from app.idempotency import IDEMPOTENCY_REQUIRED, IdempotentRoute
+from app.pagination import Page, PageParams
+
+router = APIRouter(prefix="/v1/finance", tags=["finance"], route_class=IdempotentRoute)
+
+
+def _settings_out(settings: service.PaymentSettings) -> FinanceSettingsOut:
+    return FinanceSettingsOut(
+        balance_payments_enabled=settings.balance_payments_enabled,
+        card_payments_enabled=settings.card_payments_enabled,
+        default_payment_method=settings.default_payment_method,
+        low_balance_threshold=settings.low_balance_threshold_cents,
+        notification_emails=settings.notification_emails,
+    )
+
+
+def deposit_out(deposit: Deposit) -> DepositOut:
+    return DepositOut(
+        id=deposit.id,
+        amount=deposit.amount_cents,
+        status=deposit.status,
+        balance_after=deposit.balance_after_cents,
+        failure_code=deposit.failure_code,
+        decline_code=deposit.decline_code,
+        created_at=deposit.created_at,
+    )
+
+
+def _transaction_out(entry: LedgerEntry) -> TransactionOut:
+    return TransactionOut(
+        id=entry.id,
+        type=entry.type,
+        amount=entry.amount_cents,
+        balance_after=entry.balance_after_cents,
+        deposit_id=entry.deposit_id,
+        order_id=entry.order_id,
+        description=entry.description,
+        created_at=entry.created_at,
+    )
+
+
+@router.get("/settings", response_model=FinanceSettingsOut, summary="Payment settings")
+async def get_settings(principal: RequireFinance, session: Session) -> FinanceSettingsOut:
+    return _settings_out(await service.get_payment_settings(session, principal))
+
+
+@router.patch("/settings", response_model=FinanceSettingsOut, summary="Change payment settings")
+async def update_settings(
+    body: FinanceSettingsPatch, principal: RequireFinance, session: Session
+) -> FinanceSettingsOut:
+    return _settings_out(await service.update_payment_settings(session, principal, body))
+
+
+@router.get("/balance", response_model=BalanceOut, summary="The account balance")
+async def get_balance(principal: RequireMember, session: Session) -> BalanceOut:
+    view = await service.get_balance(session, principal)
+    return BalanceOut(
+        balance=view.balance_cents,
+        low_balance_threshold=view.low_balance_threshold_cents,
+        below_threshold=view.below_threshold,
+    )
+
+
+@router.post(
+    "/deposits",
+    status_code=201,
+    response_model=DepositOut,
+    openapi_extra=IDEMPOTENCY_REQUIRED,
+    responses={202: {"model": DepositOut, "description": "Outcome unknown yet: pending"}},
+    summary="Deposit funds: charge the card on file and credit the balance",
+)
+async def create_deposit(
+    body: DepositIn,
+    principal: RequireFinance,
+    session: Session,
+    settings: SettingsDep,
+    gateway: GatewayDep,
+    idempotency_key: IdempotencyKeyDep,
+    response: Response,
+) -> DepositOut:
+    deposit = await service.create_deposit(
+        session, settings, gateway, principal, body.amount, idempotency_key
+    )
+    if deposit.status == "failed":
+        raise ApiError(
+            "card_declined",
+            402,
+            "The card was declined; the deposit failed and nothing was credited.",
+            extra={"decline_code": deposit.decline_code, "deposit_id": deposit.id},
+        )
+    if deposit.status == "pending":
+        response.status_code = 202
+    return deposit_out(deposit)
+
+
+@router.get("/deposits", response_model=Page[DepositOut], summary="List deposits")
+async def list_deposits(
+    principal: RequireFinance, session: Session, page: PageParams
+) -> Page[DepositOut]:
+    deposits, has_more = await service.list_deposits(session, principal, page)
+    return Page(data=[deposit_out(deposit) for deposit in deposits], has_more=has_more)
+
+
+@router.get("/deposits/{deposit_id}", response_model=DepositOut, summary="A deposit")
+async def get_deposit(deposit_id: str, principal: RequireFinance, session: Session) -> DepositOut:
+    return deposit_out(await service.get_deposit(session, principal, deposit_id))
+
+
+@router.get(
+    "/transactions", response_model=Page[TransactionOut], summary="The ledger, newest first"
+)
+async def list_transactions(
+    principal: RequireFinance, session: Session, page: PageParams
+) -> Page[TransactionOut]:
+    entries, has_more = await service.list_transactions(session, principal, page)
+    return Page(data=[_transaction_out(entry) for entry in entries], has_more=has_more)

@@ -1,0 +1,74 @@
+"""Tables of the catalogue and of certificate orders."""
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, created_at_column
+
+
+class Product(Base):
+    __tablename__ = "product"
+    __table_args__ = (CheckConstraint("validation IN ('dv', 'ov', 'ev')", name="validation"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    validation: Mapped[str] = mapped_column(String(2))
+    wildcard: Mapped[bool] = mapped_column(Boolean)
+    price_per_year_cents: Mapped[int] = mapped_column(BigInteger)
+    price_per_extra_san_cents: Mapped[int] = mapped_column(BigInteger)
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class CertificateOrder(Base):
+    __tablename__ = "certificate_order"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending_payment', 'paid', 'failed', 'canceled')", name="status"
+        ),
+        CheckConstraint("payment_method IN ('balance', 'card')", name="payment_method"),
+        CheckConstraint(
+            "refund_status IS NULL OR refund_status IN ('pending', 'succeeded')",
+            name="refund_status",
+        ),
+        CheckConstraint("amount_cents > 0", name="amount_positive"),
+        UniqueConstraint(
+            "account_id", "idempotency_key", name="uq_certificate_order_account_id_key"
+        ),
+        Index("ix_certificate_order_account_id_created_at", "account_id", "created_at"),
+        Index(
+            "ix_certificate_order_unsettled",
+            "created_at",
+            postgresql_where="status = 'pending_payment' OR refund_status = 'pending'",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    product_id: Mapped[str] = mapped_column(ForeignKey("product.id"))
+    common_name: Mapped[str] = mapped_column(String(253))
+    sans: Mapped[list[str]] = mapped_column(ARRAY(String(253)))
+    validity_years: Mapped[int] = mapped_column(Integer)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    payment_method: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20))
+    failure_code: Mapped[str | None] = mapped_column(String(50))
+    decline_code: Mapped[str | None] = mapped_column(String(50))
+    gateway_charge_id: Mapped[str | None] = mapped_column(String(200))
+    refund_status: Mapped[str | None] = mapped_column(String(20))
+    gateway_refund_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = created_at_column()
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,78 @@
+"""Bodies of products and certificate orders, and the checks on the domain names they carry."""
+
+import re
+from typing import Annotated, Literal, Self
+
+from pydantic import AfterValidator, Field, model_validator
+
+from app.finance.schemas import Currency, PaymentMethod
+from app.money import Amount
+from app.schemas import RequestModel, ResponseModel, Timestamp
+
+MAX_SANS = 250
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_TLD = re.compile(r"^(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})$")
+
+
+def _hostname(value: str) -> str:
+    """A lower-cased DNS name of two or more labels; `*.` may only start it."""
+    name = value.strip().lower().rstrip(".")
+    labels = name.split(".")
+    wildcard = labels[0] == "*"
+    rest = labels[1:] if wildcard else labels
+    if (
+        len(name) > 253
+        or len(rest) < 2
+        or not all(_LABEL.match(label) for label in rest)
+        or not _TLD.match(rest[-1])
+    ):
+        raise ValueError("must be a valid host name such as www.example.com")
+    return name
+
+
+Hostname = Annotated[str, Field(max_length=253), AfterValidator(_hostname)]
+
+
+class ProductOut(ResponseModel):
+    id: str
+    name: str
+    validation: Literal["dv", "ov", "ev"]
+    wildcard: bool
+    price_per_year: Amount
+    price_per_extra_san: Amount
+    currency: Currency = "USD"
+
+
+class ProductList(ResponseModel):
+    data: list[ProductOut]
+
+
+class OrderIn(RequestModel):
+    product_id: Annotated[str, Field(min_length=1, max_length=40)]
+    common_name: Hostname
+    sans: Annotated[list[Hostname], Field(max_length=MAX_SANS)] = []
+    validity_years: Literal[1, 2, 3]
+    payment_method: PaymentMethod | None = None
+
+    @model_validator(mode="after")
+    def _no_duplicate_names(self) -> Self:
+        names = [self.common_name, *self.sans]
+        if len(set(names)) != len(names):
+            raise ValueError("sans may not repeat a name or the common name")
+        return self
+
+
+class OrderOut(ResponseModel):
+    id: str
+    product_id: str
+    common_name: str
+    sans: list[str]
+    validity_years: int
+    amount: Amount
+    currency: Currency = "USD"
+    payment_method: PaymentMethod
+    status: Literal["pending_payment", "paid", "failed", "canceled"]
+    failure_code: str | None
+    decline_code: str | None
+    created_at: Timestamp
+    canceled_at: Timestamp | None
