@@ -45,7 +45,13 @@ class PaymentSettings:
 
 def _settings_of(row: FinanceSettings | None, account: Account) -> PaymentSettings:
     if row is None:  # a new account: card enabled and preselected, balance off
-        return PaymentSettings(True, False, "card", None, [account.email])
+        return PaymentSettings(
+            balance_payments_enabled=False,
+            card_payments_enabled=True,
+            default_payment_method="card",
+            low_balance_threshold_cents=None,
+            notification_emails=[account.email],
+        )
     return PaymentSettings(
         row.balance_payments_enabled,
         row.card_payments_enabled,
