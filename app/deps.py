@@ -35,12 +35,4 @@ def get_gateway(request: Request) -> Gateway:
     return gateway
 
 
-def get_idempotency_key(request: Request) -> str:
-    """The key the idempotency guard reserved (routes that require one only)."""
-    reservation = request.state.idempotency
-    key: str = reservation.key
-    return key
-
-
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
-IdempotencyKeyDep = Annotated[str, Depends(get_idempotency_key)]

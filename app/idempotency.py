@@ -219,3 +219,18 @@ class IdempotentRoute(APIRoute):
             return response
 
         return handle
+
+
+async def reserved_key(
+    request: Request, _guard: Annotated[None, Depends(idempotency_guard)]
+) -> str:
+    """The key the guard reserved for this request (on routes that require one)."""
+    reservation: Reservation | None = getattr(request.state, "idempotency", None)
+    if reservation is None:
+        raise ApiError(
+            "idempotency_key_required", 400, "Send an Idempotency-Key header with this request."
+        )
+    return reservation.key
+
+
+IdempotencyKeyDep = Annotated[str, Depends(reserved_key)]

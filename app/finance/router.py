@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Response
 
 from app.auth.principal import RequireFinance, RequireMember
-from app.deps import GatewayDep, IdempotencyKeyDep, Session, SettingsDep
+from app.deps import GatewayDep, Session, SettingsDep
 from app.errors import ApiError
 from app.finance import service
 from app.finance.models import Deposit, LedgerEntry
@@ -15,7 +15,7 @@ from app.finance.schemas import (
     FinanceSettingsPatch,
     TransactionOut,
 )
-from app.idempotency import IDEMPOTENCY_REQUIRED, IdempotentRoute
+from app.idempotency import IDEMPOTENCY_REQUIRED, IdempotencyKeyDep, IdempotentRoute
 from app.pagination import Page, PageParams
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"], route_class=IdempotentRoute)

@@ -3,9 +3,9 @@
 from fastapi import APIRouter, Response
 
 from app.auth.principal import RequireMember
-from app.deps import GatewayDep, IdempotencyKeyDep, Session
+from app.deps import GatewayDep, Session
 from app.errors import ApiError
-from app.idempotency import IDEMPOTENCY_REQUIRED, IdempotentRoute
+from app.idempotency import IDEMPOTENCY_REQUIRED, IdempotencyKeyDep, IdempotentRoute
 from app.orders import service
 from app.orders.models import CertificateOrder, Product
 from app.orders.schemas import OrderIn, OrderOut, ProductList, ProductOut

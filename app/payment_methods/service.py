@@ -10,6 +10,7 @@ from app.auth.principal import Principal
 from app.errors import ApiError
 from app.finance.service import load_payment_settings
 from app.gateway.base import CardDeclined, CardInput, Gateway, GatewayUnavailable, SavedCard
+from app.gateway.card_numbers import is_valid_card_number
 from app.payment_methods.models import Card
 from app.payment_methods.schemas import CardDetailsIn, CardTokenIn
 
@@ -18,19 +19,9 @@ def no_card_on_file(status: int = 404) -> ApiError:
     return ApiError("no_card_on_file", status, "There is no card on file.")
 
 
-def _luhn_valid(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        digit = int(char)
-        if position % 2 == 1:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return total % 10 == 0
-
-
 def check_card(body: CardDetailsIn, today: datetime) -> CardInput:
     digits = body.number.replace(" ", "").replace("-", "")
-    if not digits.isdigit() or not 12 <= len(digits) <= 19 or not _luhn_valid(digits):
+    if not is_valid_card_number(digits):
         raise ApiError("invalid_card_number", 422, "This is not a valid card number.")
     if (body.exp_year, body.exp_month) < (today.year, today.month):
         raise ApiError("card_expired", 422, "The card has expired.")

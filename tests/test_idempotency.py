@@ -1,0 +1,138 @@
+"""Idempotency-Key (SPEC §8): replays, reuse with another body, a key still in flight."""
+
+import asyncio
+
+import httpx
+
+from tests.conftest import SignUp
+from tests.money import TIMEOUT_SUCCEEDED, add_card, balance, deposit, fund, key, ledger, order
+from tests.problems import assert_problem
+
+
+async def test_replay_returns_the_first_response_and_moves_no_money(
+    client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    admin = await sign_up()
+    await fund(client, admin, "100.00")
+    first = await order(client, admin, "order-1")
+    again = await order(client, admin, "order-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert await balance(client, admin) == "51.00"
+
+
+async def test_an_error_is_replayed_too(client: httpx.AsyncClient, sign_up: SignUp) -> None:
+    admin = await sign_up()
+    await fund(client, admin, "10.00")
+    first = await order(client, admin, "too-poor")
+    assert_problem(first, 402, "insufficient_funds")
+    again = await order(client, admin, "too-poor")
+    assert again.status_code == 402
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_same_key_with_another_body_is_422(
+    client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    admin = await sign_up()
+    await fund(client, admin, "200.00")
+    assert (await order(client, admin, "k")).status_code == 201
+    assert_problem(await order(client, admin, "k", validity_years=2), 422, "idempotency_key_reused")
+    assert await balance(client, admin) == "151.00"
+
+
+async def test_same_key_on_another_endpoint_is_422(
+    client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    admin = await sign_up()
+    await fund(client, admin, "200.00")
+    assert (await deposit(client, admin, "50.00", "shared")).status_code == 201
+    assert_problem(await order(client, admin, "shared"), 422, "idempotency_key_reused")
+
+
+async def test_same_body_with_other_formatting_is_a_replay(
+    client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    admin = await sign_up()
+    await add_card(client, admin)
+    headers = {**admin.headers, "Idempotency-Key": "fmt", "Content-Type": "application/json"}
+    first = await client.post(
+        "/v1/finance/deposits", headers=headers, content=b'{"amount":"20.00"}'
+    )
+    again = await client.post(
+        "/v1/finance/deposits", headers=headers, content=b'{ "amount" : "20.00" }'
+    )
+    assert first.status_code == 201
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert await balance(client, admin) == "20.00"
+
+
+async def test_keys_are_scoped_to_the_account(client: httpx.AsyncClient, sign_up: SignUp) -> None:
+    one, two = await sign_up(), await sign_up()
+    await fund(client, one, "100.00")
+    await fund(client, two, "100.00")
+    assert (await order(client, one, "same-key")).status_code == 201
+    response = await order(client, two, "same-key")
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response.headers
+    assert await balance(client, two) == "51.00"
+
+
+async def test_key_in_flight_is_409(client: httpx.AsyncClient, sign_up: SignUp) -> None:
+    admin = await sign_up()
+    await add_card(client, admin, TIMEOUT_SUCCEEDED)  # the charge hangs until the adapter times out
+    first, second = await asyncio.gather(
+        deposit(client, admin, "30.00", "slow"),
+        _after(0.15, deposit(client, admin, "30.00", "slow")),
+    )
+    assert first.status_code == 202, first.text
+    body = assert_problem(second, 409, "idempotency_key_in_use")
+    assert body["detail"]
+    replay = await deposit(client, admin, "30.00", "slow")
+    assert replay.status_code == 202
+    assert replay.headers["Idempotent-Replayed"] == "true"
+
+
+async def _after(
+    delay: float, request: "asyncio.Future[httpx.Response] | object"
+) -> httpx.Response:
+    await asyncio.sleep(delay)
+    return await request  # type: ignore[misc]
+
+
+async def test_a_validation_failure_does_not_burn_the_key(
+    client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    admin = await sign_up()
+    await add_card(client, admin)
+    assert_problem(await deposit(client, admin, "1.001", "fix-me"), 422, "validation_error")
+    fixed = await client.post(
+        "/v1/finance/deposits",
+        headers={**admin.headers, "Idempotency-Key": "fix-me"},
+        json={"amount": "1.00"},
+    )
+    assert_problem(fixed, 422, "amount_out_of_range")  # ran: the key was free again
+
+
+async def test_bad_keys_are_rejected(client: httpx.AsyncClient, sign_up: SignUp) -> None:
+    admin = await sign_up()
+    await add_card(client, admin)
+    assert_problem(await deposit(client, admin, "20.00", "x" * 256), 422, "validation_error")
+    assert_problem(await deposit(client, admin, "20.00", "tab\there"), 422, "validation_error")
+    assert await ledger(client, admin) == []
+
+
+async def test_optional_on_other_posts(client: httpx.AsyncClient, sign_up: SignUp) -> None:
+    admin = await sign_up()
+    headers = {**admin.headers, "Idempotency-Key": key()}
+    body = {"name": "ci", "role": "user"}
+    first = await client.post("/v1/api-keys", headers=headers, json=body)
+    again = await client.post("/v1/api-keys", headers=headers, json=body)
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    listed = await client.get("/v1/api-keys", headers=admin.headers)
+    assert len(listed.json()["data"]) == 1
