@@ -1,22 +1,15 @@
 """Gateway fixtures: the sandbox gateway served over real HTTP on a free local port."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from app.gateway.sandbox import SandboxGateway
-from app.gateway.sandbox_server import SandboxServer
+from tests.conftest import GATEWAY_TIMEOUT, SANDBOX_TIMEOUT_SLEEP
 
-# The adapter gives up long before the sandbox answers its timeout cards.
-CLIENT_TIMEOUT_SECONDS = 0.3
-SERVER_SLEEP_SECONDS = 1.5
-
-
-@pytest.fixture(scope="session")
-def sandbox_url() -> Iterator[str]:
-    server = SandboxServer(timeout_sleep_seconds=SERVER_SLEEP_SECONDS)
-    yield server.start()
-    server.stop()
+# The session's sandbox (tests/conftest.py) sleeps longer than the adapter waits.
+CLIENT_TIMEOUT_SECONDS = GATEWAY_TIMEOUT
+SERVER_SLEEP_SECONDS = SANDBOX_TIMEOUT_SLEEP
 
 
 @pytest.fixture
