@@ -31,6 +31,14 @@ from app.errors import ApiError, problem_response
 from app.idempotency_models import IdempotencyKey
 
 IDEMPOTENCY_REQUIRED = {"x-idempotency-key": "required"}
+
+
+def secret_fields(*names: str) -> dict[str, list[str]]:
+    """Mark response fields that hold a secret shown once: the stored copy (and a replay)
+    carries null there, so the secret never reaches the database."""
+    return {"x-secret-fields": list(names)}
+
+
 RETENTION = timedelta(hours=24)
 # A reservation older than this belongs to a request whose process died; a retry may take
 # it over. Money-moving services also record the key on what they create, so a retry that
@@ -140,6 +148,19 @@ def _replayed(row: IdempotencyKey) -> Response:
     )
 
 
+def _storable_body(request: Request, response: Response) -> bytes:
+    extra = getattr(request.scope.get("route"), "openapi_extra", None) or {}
+    secrets = extra.get("x-secret-fields") or []
+    body = bytes(response.body)
+    if not secrets or response.status_code >= 400:
+        return body
+    document = json.loads(body)
+    for name in secrets:
+        if name in document:
+            document[name] = None
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
 async def _store(request: Request, reservation: Reservation, response: Response) -> None:
     async with request.app.state.session_factory() as session, session.begin():
         await session.execute(
@@ -150,7 +171,7 @@ async def _store(request: Request, reservation: Reservation, response: Response)
             )
             .values(
                 response_status=response.status_code,
-                response_body=bytes(response.body),
+                response_body=_storable_body(request, response),
                 response_content_type=response.headers.get("content-type"),
             )
         )

@@ -67,28 +67,40 @@ class HttpEnvelopeMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             await _too_large(scope, receive, send_with_headers)
             return
+        if "\x00" in scope["path"]:
+            # Nothing is named with a NUL, and PostgreSQL could not even look such a name up.
+            not_found = problem_response("not_found", 404, "No such resource.")
+            await not_found(scope, receive, send_with_headers)
+            return
 
         received = 0
+        body_too_large = False
 
         async def receive_limited() -> Message:
-            nonlocal received
+            nonlocal received, body_too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY_BYTES:
+                    body_too_large = True
                     raise _BodyTooLarge
             return message
 
+        async def send_unless_too_large(message: Message) -> None:
+            # FastAPI answers a body it could not read with its own 400; the answer is our 413.
+            if not body_too_large:
+                await send_with_headers(message)
+
         try:
-            await self.app(scope, receive_limited, send_with_headers)
-        except _BodyTooLarge:
-            if not response_started:
-                await _too_large(scope, receive, send_with_headers)
+            await self.app(scope, receive_limited, send_unless_too_large)
         except Exception:
-            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if not response_started:
-                await internal_error_response()(scope, receive, send_with_headers)
+            if not body_too_large:
+                logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                if not response_started:
+                    await internal_error_response()(scope, receive, send_with_headers)
         finally:
+            if body_too_large and not response_started:
+                await _too_large(scope, receive, send_with_headers)
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             REQUEST_LATENCY.labels(scope["method"], path, str(status)).observe(

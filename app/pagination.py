@@ -9,6 +9,7 @@ from sqlalchemy import Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ApiError
+from app.schemas import is_storable_text
 
 ItemT = TypeVar("ItemT")
 
@@ -31,7 +32,20 @@ def _page_request(
         Query(max_length=64, description="The id of the last item of the previous page."),
     ] = None,
 ) -> PageRequest:
+    if starting_after is not None and not is_storable_text(starting_after):
+        raise _not_an_item()
     return PageRequest(limit=limit, starting_after=starting_after)
+
+
+def _not_an_item() -> ApiError:
+    return ApiError(
+        "validation_error",
+        422,
+        "starting_after is not an item of this list.",
+        extra={
+            "errors": [{"field": "query.starting_after", "message": "is not an item of this list"}]
+        },
+    )
 
 
 PageParams = Annotated[PageRequest, Depends(_page_request)]
@@ -57,16 +71,7 @@ async def paginate(
             )
         ).one_or_none()
         if cursor is None:
-            raise ApiError(
-                "validation_error",
-                422,
-                "starting_after is not an item of this list.",
-                extra={
-                    "errors": [
-                        {"field": "query.starting_after", "message": "is not an item of this list"}
-                    ]
-                },
-            )
+            raise _not_an_item()
         query = query.where(tuple_(model.created_at, model.id) < tuple_(cursor[0], cursor[1]))
     rows = list(
         (

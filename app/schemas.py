@@ -3,13 +3,31 @@
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema, field_validator
+
+
+def is_storable_text(value: str) -> bool:
+    """PostgreSQL text holds neither NUL characters nor lone surrogates (JSON allows both)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class RequestModel(BaseModel):
     """A request body: unknown fields are rejected; no one sets `balance` or `role` by stealth."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: object) -> object:
+        if isinstance(value, str) and not is_storable_text(value):
+            raise ValueError("may not contain NUL characters or unpaired surrogates")
+        return value
 
 
 class ResponseModel(BaseModel):

@@ -134,5 +134,7 @@ async def test_optional_on_other_posts(client: httpx.AsyncClient, sign_up: SignU
     assert first.status_code == again.status_code == 201
     assert again.json()["id"] == first.json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
+    assert first.json()["key"]
+    assert again.json()["key"] is None  # the secret is shown once and never stored
     listed = await client.get("/v1/api-keys", headers=admin.headers)
     assert len(listed.json()["data"]) == 1

@@ -10,7 +10,7 @@ from app.auth import service
 from app.auth.principal import Authenticated, RequireAdmin
 from app.auth.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyOut, MeOut, TokenOut
 from app.deps import ClientAddress, Session, SettingsDep
-from app.idempotency import IdempotentRoute
+from app.idempotency import IdempotentRoute, secret_fields
 from app.pagination import Page, PageParams
 
 router = APIRouter(prefix="/v1", tags=["auth"], route_class=IdempotentRoute)
@@ -39,7 +39,11 @@ async def get_me(principal: Authenticated) -> MeOut:
 
 
 @router.post(
-    "/api-keys", status_code=201, response_model=ApiKeyCreatedOut, summary="Create an API key"
+    "/api-keys",
+    status_code=201,
+    response_model=ApiKeyCreatedOut,
+    openapi_extra=secret_fields("key"),
+    summary="Create an API key",
 )
 async def create_api_key(
     body: ApiKeyCreateIn, principal: RequireAdmin, session: Session

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from pydantic import StringConstraints
+from pydantic import Field, StringConstraints
 
 from app.accounts.schemas import AccountOut, Role, UserOut
 from app.schemas import RequestModel, ResponseModel, Timestamp
@@ -33,7 +33,10 @@ class ApiKeyOut(ResponseModel):
 
 
 class ApiKeyCreatedOut(ApiKeyOut):
-    key: str
+    key: str | None = Field(
+        description="The secret, shown in this response only: null when an Idempotency-Key "
+        "replays the creation, because the secret is never stored."
+    )
 
 
 class MeOut(ResponseModel):

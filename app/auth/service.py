@@ -23,12 +23,23 @@ from app.errors import ApiError, NotFound
 from app.ids import new_id
 from app.metrics import LOGIN_FAILURES
 from app.pagination import PageRequest, paginate
+from app.schemas import is_storable_text
+
+MAX_EMAIL_LENGTH = 320
+
+
+def _invalid_credentials() -> ApiError:
+    return ApiError("invalid_credentials", 401, "The email or the password is not correct.")
 
 
 async def issue_token(
     session: AsyncSession, settings: Settings, email: str, password: str, client_ip: str
 ) -> TokenOut:
     email = email.strip().lower()
+    if len(email) > MAX_EMAIL_LENGTH or not is_storable_text(email):
+        # No user has such an email and it cannot be recorded: the answer to any unknown one.
+        await verify_password(password, None)
+        raise _invalid_credentials()
     async with session.begin():
         await throttle.check_login_allowed(session, settings, email, client_ip)
         user = await session.scalar(
@@ -40,7 +51,7 @@ async def issue_token(
         throttle.record(session, "login_succeeded" if valid else "login_failed", client_ip, email)
     if not valid or user is None:
         LOGIN_FAILURES.inc()
-        raise ApiError("invalid_credentials", 401, "The email or the password is not correct.")
+        raise _invalid_credentials()
     claims = AccessClaims(
         user_id=user.id, account_id=user.account_id, token_version=user.token_version
     )
