@@ -30,11 +30,17 @@ BAD_LUHN = "4242424242424241"
 CARD_NUMBERS = (VISA, DECLINED, CHARGES_DECLINED, AMEX, BAD_LUHN)
 CVC = "919"  # distinctive: the whole-database scan must not meet it as an ordinary number
 AMEX_CVC = "7319"
-# A CVC as a value of its own: between JSON, CSV or key=value delimiters, not inside a longer
-# number, an id or an amount ("1.23", "acct_…123…" and "12300" do not match).
+# A CVC is a string. In logs and response bodies it would show quoted ('919', "919") or
+# after its name (cvc=919, "cvc": "919"); an integer that happens to have the same digits
+# (a row id in a SQL log line, an amount) is neither. In the text columns of the account's
+# rows it would be a value of its own, between JSON or CSV delimiters (|919|, ,919,).
 _BEFORE = r"""(?:^|(?<=[\s"',:;=(\[{|]))"""
 _AFTER = r"""(?=$|[\s"',;)\]}|])"""
-CVC_PATTERNS = [re.compile(_BEFORE + re.escape(cvc) + _AFTER) for cvc in (CVC, AMEX_CVC)]
+CVC_IN_TEXT = [
+    re.compile(rf"""(?<![\w.])["']{cvc}["']|cvc\W{{0,4}}{cvc}(?!\d)""", re.IGNORECASE)
+    for cvc in (CVC, AMEX_CVC)
+]
+CVC_AS_VALUE = [re.compile(_BEFORE + cvc + _AFTER) for cvc in (CVC, AMEX_CVC)]
 SECRET_COLUMN = re.compile(r"cvc|cvv|card_?number|\bpan\b|password$|secret$", re.IGNORECASE)
 PROBLEM = "application/problem+json"
 
@@ -147,11 +153,11 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def leaks(text: str, secrets_: dict[str, str], *, cvc: bool = True) -> list[str]:
+def leaks(
+    text: str, secrets_: dict[str, str], cvc: list[re.Pattern[str]] = CVC_IN_TEXT
+) -> list[str]:
     found = [name for name, value in secrets_.items() if value in text]
-    if cvc:
-        found += [f"CVC {p.pattern}" for p in CVC_PATTERNS if p.search(text)]
-    return found
+    return found + [f"CVC {p.pattern}" for p in cvc if p.search(text)]
 
 
 async def test_card_numbers_cvc_and_passwords_are_never_stored_logged_or_echoed(
@@ -328,11 +334,11 @@ async def assert_stored_and_logged_nowhere(
     assert not [c for c in dump.columns if SECRET_COLUMN.search(c.split(".")[1])], dump.columns
     # Secrets that are long and unique are searched for in every row of the database; a
     # short CVC in the text of this account's rows (an amount of 1.23 elsewhere is no CVC).
-    found = leaks(dump.everything, secrets_, cvc=False) + leaks(dump.account_text, {})
+    found = leaks(dump.everything, secrets_, cvc=[]) + leaks(dump.account_text, {}, CVC_AS_VALUE)
     assert not found, (
         found,
-        [line for line in dump.everything.splitlines() if leaks(line, secrets_, cvc=False)],
-        [line for line in dump.account_text.splitlines() if leaks(line, {})],
+        [line for line in dump.everything.splitlines() if leaks(line, secrets_, cvc=[])],
+        [line for line in dump.account_text.splitlines() if leaks(line, {}, CVC_AS_VALUE)],
     )
 
     # The logs were captured (the app's SQL, the gateway's ASGI messages) and leak nothing.

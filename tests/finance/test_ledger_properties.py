@@ -521,8 +521,8 @@ def test_ledger_state_machine(world: World) -> None:
     run_state_machine_as_test(
         machine_for(world),
         settings=settings(
-            max_examples=25,
-            stateful_step_count=20,
+            max_examples=15,
+            stateful_step_count=15,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),

@@ -90,13 +90,12 @@ async def price_cents(client: httpx.AsyncClient, member: Member, product_id: str
     return cents(product["price_per_year"])
 
 
-async def funded_member(sign_up: SignUp, client: httpx.AsyncClient, amount_cents: int) -> Member:
-    member = await sign_up()
+async def fund(client: httpx.AsyncClient, member: Member, amount_cents: int) -> None:
+    """A card on file, balance payments on and preselected, and amount_cents deposited."""
     await add_card(client, member)
     await enable_balance(client, member)
     if amount_cents:
         await deposit(client, member, amount_cents)
-    return member
 
 
 async def balance_cents(client: httpx.AsyncClient, member: Member) -> int:
@@ -167,9 +166,9 @@ async def test_concurrent_orders_spend_the_balance_exactly_and_never_below_zero(
     client: httpx.AsyncClient, sign_up: SignUp, database_url: str
 ) -> None:
     k, racers = 7, 42
-    probe = await sign_up()
-    price = await price_cents(client, probe, "ssl_dv")
-    member = await funded_member(sign_up, client, price * k)
+    member = await sign_up()
+    price = await price_cents(client, member, "ssl_dv")
+    await fund(client, member, price * k)
     assert await balance_cents(client, member) == price * k
 
     # Half name the method, half rely on the default (balance): both paths must be race-safe.
@@ -237,9 +236,9 @@ async def test_concurrent_orders_spend_the_balance_exactly_and_never_below_zero(
 async def test_one_idempotency_key_raced_twenty_times_places_one_order(
     client: httpx.AsyncClient, sign_up: SignUp, database_url: str, method: str
 ) -> None:
-    probe = await sign_up()
-    price = await price_cents(client, probe, "ssl_ov")
-    member = await funded_member(sign_up, client, price * 3)
+    member = await sign_up()
+    price = await price_cents(client, member, "ssl_ov")
+    await fund(client, member, price * 3)
     key = new_key("same")
     body = order_body(1, product_id="ssl_ov", payment_method=method)
 
@@ -291,7 +290,8 @@ async def test_one_idempotency_key_raced_twenty_times_places_one_order(
 async def test_one_deposit_key_raced_credits_once(
     client: httpx.AsyncClient, sign_up: SignUp, database_url: str
 ) -> None:
-    member = await funded_member(sign_up, client, 0)
+    member = await sign_up()
+    await fund(client, member, 0)
     key = new_key("dep-same")
 
     responses = await asyncio.gather(
@@ -329,13 +329,15 @@ async def test_one_deposit_key_raced_credits_once(
     assert await balance_cents(client, member) == 25_000
 
 
-@pytest.mark.parametrize("method", ["balance", "card"])
+@pytest.mark.parametrize(
+    ("method", "one_key"), [("balance", False), ("card", False), ("balance", True)]
+)
 async def test_concurrent_cancels_refund_once(
-    client: httpx.AsyncClient, sign_up: SignUp, database_url: str, method: str
+    client: httpx.AsyncClient, sign_up: SignUp, database_url: str, method: str, one_key: bool
 ) -> None:
-    probe = await sign_up()
-    price = await price_cents(client, probe, "ssl_dv")
-    member = await funded_member(sign_up, client, price * 2)
+    member = await sign_up()
+    price = await price_cents(client, member, "ssl_dv")
+    await fund(client, member, price * 2)
     placed = await client.post(
         "/v1/orders",
         headers={**member.headers, "Idempotency-Key": new_key("ord")},
@@ -344,13 +346,24 @@ async def test_concurrent_cancels_refund_once(
     assert placed.status_code == 201, placed.text
     order_id = placed.json()["id"]
     before = await balance_cents(client, member)
+    # Without a key every cancel runs (all but one find the order canceled already); under
+    # one key, one runs and the others replay it or are told it is still running.
+    headers = dict(member.headers)
+    if one_key:
+        headers["Idempotency-Key"] = new_key("cancel")
 
     responses = await asyncio.gather(
-        *(client.post(f"/v1/orders/{order_id}/cancel", headers=member.headers) for _ in range(15))
+        *(client.post(f"/v1/orders/{order_id}/cancel", headers=headers) for _ in range(15))
     )
 
     assert_no_server_error(responses)
-    assert [r.status_code for r in responses] == [200] * 15, [r.text for r in responses]
+    if one_key:
+        for response in responses:
+            if response.status_code != 200:
+                assert_problem(response, 409, "idempotency_key_in_use")
+        responses = [r for r in responses if r.status_code == 200]
+        assert len([r for r in responses if "idempotent-replayed" not in r.headers]) == 1
+    assert [r.status_code for r in responses] == [200] * len(responses), [r.text for r in responses]
     bodies = [r.json() for r in responses]
     assert {(b["id"], b["status"]) for b in bodies} == {(order_id, "canceled")}
     assert len({b["canceled_at"] for b in bodies}) == 1, "canceled more than once"
@@ -373,14 +386,42 @@ async def test_concurrent_cancels_refund_once(
         assert refund_status == "succeeded"
 
 
+async def test_concurrent_first_deposits_of_a_new_account_chain_up(
+    client: httpx.AsyncClient, sign_up: SignUp, database_url: str
+) -> None:
+    """The first credit of an account creates its balance row: ten of them at once must
+    still make one row and one chain, and each deposit's balance_after is its entry's."""
+    member = await sign_up()
+    await add_card(client, member)
+    amounts = [1_000 + 137 * n for n in range(10)]
+
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/finance/deposits",
+                headers={**member.headers, "Idempotency-Key": new_key("dep")},
+                json={"amount": money(amount)},
+            )
+            for amount in amounts
+        )
+    )
+
+    assert [r.status_code for r in responses] == [201] * 10, [r.text for r in responses]
+    entries = await assert_books_balance(client, member, database_url)
+    assert await balance_cents(client, member) == sum(amounts)
+    after = {e["deposit_id"]: e["balance_after"] for e in entries}
+    assert {r.json()["id"]: r.json()["balance_after"] for r in responses} == after
+    assert sorted(cents(e["amount"]) for e in entries) == sorted(amounts)
+
+
 async def test_a_storm_of_orders_deposits_and_cancels_keeps_the_books(
     client: httpx.AsyncClient, sign_up: SignUp, database_url: str
 ) -> None:
     """Debits, credits and refunds of one account, all at once: the ledger stays one
     continuous chain whatever order the row lock lets them through."""
-    probe = await sign_up()
-    price = await price_cents(client, probe, "ssl_dv")
-    member = await funded_member(sign_up, client, price * 5)
+    member = await sign_up()
+    price = await price_cents(client, member, "ssl_dv")
+    await fund(client, member, price * 5)
     existing = []
     for n in range(5):
         placed = await client.post(
