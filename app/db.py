@@ -5,12 +5,15 @@ Sessions do not autobegin: every transaction is opened explicitly by a service
 (`async with session.begin():`), so each boundary can be found by reading the service.
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -67,11 +70,6 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False, autobegin=False)
 
 
-async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    async with factory() as session:
-        yield session
-
-
 def start_embedded_postgres(data_dir: str, name: str = "pg") -> str:
     """Start (or join) the embedded PostgreSQL under data_dir and return its URL.
 
@@ -94,8 +92,6 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock det
 
 
 def is_retryable(error: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError
-
     if not isinstance(error, DBAPIError):
         return False
     sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
@@ -112,9 +108,6 @@ async def in_transaction(
 ) -> T:
     """Run `work` in a transaction of `session`, again from the start when PostgreSQL aborts
     it for a serialization failure or a deadlock: those are never a client's 5xx."""
-    import asyncio
-    import random
-
     for attempt in range(1, attempts + 1):
         try:
             async with session.begin():

@@ -53,6 +53,12 @@ class Reservation:
     key: str
 
 
+def _key_required() -> ApiError:
+    return ApiError(
+        "idempotency_key_required", 400, "Send an Idempotency-Key header with this request."
+    )
+
+
 class _Replay(Exception):
     def __init__(self, response: Response) -> None:
         self.response = response
@@ -83,9 +89,7 @@ async def idempotency_guard(
     required = extra.get("x-idempotency-key") == "required"
     if idempotency_key is None:
         if required:
-            raise ApiError(
-                "idempotency_key_required", 400, "Send an Idempotency-Key header with this request."
-            )
+            raise _key_required()
         return
     if not idempotency_key or not set(idempotency_key) <= _KEY_ALPHABET:
         raise ApiError(
@@ -248,9 +252,7 @@ async def reserved_key(
     """The key the guard reserved for this request (on routes that require one)."""
     reservation: Reservation | None = getattr(request.state, "idempotency", None)
     if reservation is None:
-        raise ApiError(
-            "idempotency_key_required", 400, "Send an Idempotency-Key header with this request."
-        )
+        raise _key_required()
     return reservation.key
 
 

@@ -1,9 +1,16 @@
 """Base models of every request and response body."""
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 
 def is_storable_text(value: str) -> bool:
@@ -28,6 +35,19 @@ class RequestModel(BaseModel):
         if isinstance(value, str) and not is_storable_text(value):
             raise ValueError("may not contain NUL characters or unpaired surrogates")
         return value
+
+
+class PatchModel(RequestModel):
+    """A partial update: omitted fields stay, `null` clears a field only where it may be empty."""
+
+    required_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> Self:
+        for field in self.required_fields & self.model_fields_set:
+            if getattr(self, field) is None:
+                raise ValueError(f"{field} may not be null")
+        return self
 
 
 class ResponseModel(BaseModel):

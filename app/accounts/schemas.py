@@ -1,12 +1,12 @@
 """Request and response bodies of sign-up, the account, billing information and users."""
 
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Literal
 
 import phonenumbers
 import pycountry
-from pydantic import AfterValidator, EmailStr, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
-from app.schemas import RequestModel, ResponseModel, Timestamp
+from app.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
 
 Role = Literal["admin", "finance", "user"]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -49,19 +49,6 @@ def _country(value: str | None) -> str | None:
 
 Phone = Annotated[str | None, Field(max_length=40), AfterValidator(_e164)]
 Country = Annotated[str | None, Field(max_length=2), AfterValidator(_country)]
-
-
-class PatchModel(RequestModel):
-    """A partial update: omitted fields stay, `null` clears a field only where it may be empty."""
-
-    required_fields: ClassVar[frozenset[str]] = frozenset()
-
-    @model_validator(mode="after")
-    def _no_null_for_required(self) -> Self:
-        for field in self.required_fields & self.model_fields_set:
-            if getattr(self, field) is None:
-                raise ValueError(f"{field} may not be null")
-        return self
 
 
 class SignupIn(RequestModel):

@@ -4,9 +4,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from app.accounts.schemas import Email, PatchModel
+from app.accounts.schemas import Email
 from app.money import Amount, AmountIn, AmountOrZeroIn
-from app.schemas import RequestModel, ResponseModel, Timestamp
+from app.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
 
 PaymentMethod = Literal["balance", "card"]
 Currency = Literal["USD"]
