@@ -36,12 +36,26 @@ class Settings(BaseSettings):
     stripe_api_key: str = Field(default="", repr=False)
     stripe_api_base: str = "https://api.stripe.com"
 
+    # Unset: emails are written to the log and kept as `logged`.
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str = "billing@localhost"
+    smtp_username: str | None = None
+    smtp_password: str | None = Field(default=None, repr=False)
+    smtp_timeout_seconds: float = 10.0
 
-    reconcile_after_seconds: int = 60
+    reconcile_after_seconds: float = 60
+    # The API process also runs the worker; false for API-only processes beside `billing worker`.
     run_worker: bool = True
+    worker_poll_seconds: float = 0.5
+    reconcile_interval_seconds: float = 2.0
+    prune_interval_seconds: float = 3600.0
+    outbox_batch_size: int = 50
+    # A claimed message not marked within the lease is taken again by another worker.
+    outbox_lease_seconds: float = 60.0
+    outbox_max_attempts: int = 12
+    outbox_retry_base_seconds: float = 5.0
+    outbox_retry_max_seconds: float = 3600.0
 
     deposit_min_cents: int = 1_000
     deposit_max_cents: int = 10_000_000

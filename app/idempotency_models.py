@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String, func
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, created_at_column
@@ -10,6 +10,7 @@ from app.db import Base, created_at_column
 
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_key"
+    __table_args__ = (Index("ix_idempotency_key_created_at", "created_at"),)
 
     account_id: Mapped[str] = mapped_column(
         ForeignKey("account.id", ondelete="CASCADE"), primary_key=True

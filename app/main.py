@@ -1,5 +1,8 @@
-"""The application: routers, middleware and error handlers, assembled by create_app()."""
+"""The application: routers, middleware and error handlers, assembled by create_app(), and
+the worker it runs in the same process unless RUN_WORKER=false."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +22,7 @@ from app.middleware import HttpEnvelopeMiddleware
 from app.ops.router import router as ops_router
 from app.orders.router import router as orders_router
 from app.payment_methods.router import router as card_router
+from app.worker.runner import Worker
 
 API_VERSION = "1.0.0"
 DESCRIPTION = """Billing back end: account settings, card on file, prepaid balance,
@@ -32,9 +36,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = create_engine(settings)
     gateway = create_gateway(settings)
 
+    session_factory = create_session_factory(engine)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker_task = None
+        if settings.run_worker:
+            worker_task = asyncio.create_task(Worker(settings, session_factory, gateway).run())
         yield
+        if worker_task is not None:
+            worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker_task
         await gateway.aclose()
         await engine.dispose()
 
@@ -46,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.session_factory = create_session_factory(engine)
+    app.state.session_factory = session_factory
     app.state.gateway = gateway
 
     routers = (ops_router, accounts_router, auth_router, card_router, finance_router, orders_router)

@@ -1,6 +1,6 @@
 """Prometheus metrics of the service, served at /metrics."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUEST_LATENCY = Histogram(
     "http_request_duration_seconds",
@@ -11,3 +11,18 @@ REQUEST_LATENCY = Histogram(
 
 LOGIN_FAILURES = Counter("auth_login_failures_total", "Rejected password logins.")
 LOGIN_THROTTLED = Counter("auth_login_throttled_total", "Logins refused by the throttle.")
+
+OUTBOX_MESSAGES = Counter(
+    "outbox_messages_total",
+    "Outbox deliveries by topic and outcome (delivered, logged, retry, dead).",
+    ["topic", "outcome"],
+)
+OUTBOX_PENDING = Gauge("outbox_pending", "Outbox messages waiting for delivery.")
+RECONCILED = Counter(
+    "reconcile_payments_total",
+    "Payments with an unknown outcome looked up at the gateway, by result.",
+    ["result"],
+)
+WORKER_LAST_RUN = Gauge(
+    "worker_last_run_timestamp_seconds", "When a worker task last completed.", ["task"]
+)

@@ -6,6 +6,7 @@ from app.finance.models import AccountBalance, Deposit, FinanceSettings, LedgerE
 from app.idempotency_models import IdempotencyKey
 from app.orders.models import CertificateOrder, Product
 from app.payment_methods.models import Card
+from app.worker.models import OutboxMessage
 
 __all__ = [
     "Account",
@@ -19,6 +20,7 @@ __all__ = [
     "FinanceSettings",
     "IdempotencyKey",
     "LedgerEntry",
+    "OutboxMessage",
     "Product",
     "User",
 ]

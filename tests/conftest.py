@@ -26,6 +26,8 @@ from app.gateway.sandbox_server import SandboxServer
 from app.main import create_app
 from app.migrate import upgrade_to_head
 
+pytest_plugins = ["tests.smtp"]
+
 PASSWORD = "Correct-Horse-Battery-7"
 _addresses = itertools.count(1)
 

@@ -40,6 +40,7 @@ class AuthEvent(Base):
         CheckConstraint("kind IN ('signup', 'login_failed', 'login_succeeded')", name="kind"),
         Index("ix_auth_event_kind_client_ip_created_at", "kind", "client_ip", "created_at"),
         Index("ix_auth_event_kind_email_created_at", "kind", "email", "created_at"),
+        Index("ix_auth_event_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

@@ -1,5 +1,6 @@
 """The only code that moves a balance: one statement updates the balance row and appends the
-ledger entry it returns, inside the caller's short transaction.
+ledger entry it returns, inside the caller's short transaction. A debit that crosses the
+low-balance threshold queues its notice in that same transaction.
 
 A debit is conditional (`WHERE balance_cents + amount >= 0`): when the balance is too low no
 row comes back and nothing is written. The balance row's lock is held only until the
@@ -12,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.finance.notifications import crossed_threshold, queue_low_balance_notice
 from app.ids import new_id
 
 _CREDIT = text(
@@ -46,7 +48,9 @@ _DEBIT = text(
     SELECT :id, :account_id, last_entry_seq, :type, :amount, balance_cents,
            :deposit_id, :order_id, :description
     FROM moved
-    RETURNING id, seq, balance_after_cents, created_at
+    RETURNING id, seq, balance_after_cents, created_at,
+        (SELECT low_balance_threshold_cents FROM finance_settings
+         WHERE account_id = :account_id) AS threshold_cents
     """
 )
 
@@ -94,6 +98,12 @@ async def post_entry(
     ).one_or_none()
     if row is None:
         return None
+    if amount_cents < 0:
+        before = row.balance_after_cents - amount_cents
+        if crossed_threshold(before, row.balance_after_cents, row.threshold_cents):
+            await queue_low_balance_notice(
+                session, account_id, row.balance_after_cents, row.threshold_cents
+            )
     return Posting(
         entry_id=row.id,
         seq=row.seq,

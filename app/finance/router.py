@@ -7,6 +7,7 @@ from app.deps import GatewayDep, Session, SettingsDep
 from app.errors import ApiError
 from app.finance import service
 from app.finance.models import Deposit, LedgerEntry
+from app.finance.payment_settings import PaymentSettings
 from app.finance.schemas import (
     BalanceOut,
     DepositIn,
@@ -21,7 +22,7 @@ from app.pagination import Page, PageParams
 router = APIRouter(prefix="/v1/finance", tags=["finance"], route_class=IdempotentRoute)
 
 
-def _settings_out(settings: service.PaymentSettings) -> FinanceSettingsOut:
+def _settings_out(settings: PaymentSettings) -> FinanceSettingsOut:
     return FinanceSettingsOut(
         balance_payments_enabled=settings.balance_payments_enabled,
         card_payments_enabled=settings.card_payments_enabled,

@@ -14,13 +14,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.models import Account
 from app.auth.principal import Principal
 from app.config import Settings
 from app.db import in_transaction
 from app.errors import ApiError, NotFound
 from app.finance.ledger import post_entry
 from app.finance.models import AccountBalance, Deposit, FinanceSettings, LedgerEntry
+from app.finance.payment_settings import PaymentSettings, load_payment_settings, settings_of
 from app.finance.schemas import FinanceSettingsPatch
 from app.gateway.base import CardDeclined, Charge, Gateway, GatewayUnavailable
 from app.ids import new_id
@@ -29,41 +29,6 @@ from app.pagination import PageRequest, paginate
 from app.payment_methods.models import Card
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PaymentSettings:
-    balance_payments_enabled: bool
-    card_payments_enabled: bool
-    default_payment_method: str | None
-    low_balance_threshold_cents: int | None
-    notification_emails: list[str]
-
-    def enabled(self, method: str) -> bool:
-        return self.balance_payments_enabled if method == "balance" else self.card_payments_enabled
-
-
-def _settings_of(row: FinanceSettings | None, account: Account) -> PaymentSettings:
-    if row is None:  # a new account: card enabled and preselected, balance off
-        return PaymentSettings(
-            balance_payments_enabled=False,
-            card_payments_enabled=True,
-            default_payment_method="card",
-            low_balance_threshold_cents=None,
-            notification_emails=[account.email],
-        )
-    return PaymentSettings(
-        row.balance_payments_enabled,
-        row.card_payments_enabled,
-        row.default_payment_method,
-        row.low_balance_threshold_cents,
-        row.notification_emails if row.notification_emails is not None else [account.email],
-    )
-
-
-async def load_payment_settings(session: AsyncSession, account: Account) -> PaymentSettings:
-    """Inside the caller's transaction."""
-    return _settings_of(await session.get(FinanceSettings, account.id), account)
 
 
 async def get_payment_settings(session: AsyncSession, principal: Principal) -> PaymentSettings:
@@ -76,7 +41,7 @@ async def update_payment_settings(
 ) -> PaymentSettings:
     async def work() -> PaymentSettings:
         row = await session.get(FinanceSettings, principal.account_id, with_for_update=True)
-        current = _settings_of(row, principal.account)
+        current = settings_of(row, principal.account)
         changes = {field: getattr(patch, field) for field in patch.model_fields_set}
         balance_on = changes.get("balance_payments_enabled", current.balance_payments_enabled)
         card_on = changes.get("card_payments_enabled", current.card_payments_enabled)
@@ -110,7 +75,7 @@ async def update_payment_settings(
             for name, value in values.items():
                 setattr(row, name, value)
         await session.flush()
-        return _settings_of(row, principal.account)
+        return settings_of(row, principal.account)
 
     try:
         return await in_transaction(session, work)

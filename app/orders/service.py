@@ -16,7 +16,7 @@ from app.auth.principal import Principal
 from app.db import in_transaction
 from app.errors import ApiError, NotFound, validation_error
 from app.finance.ledger import post_entry
-from app.finance.service import PaymentSettings, load_payment_settings
+from app.finance.payment_settings import PaymentSettings, load_payment_settings
 from app.gateway.base import CardDeclined, Charge, Gateway, GatewayError, GatewayUnavailable
 from app.ids import new_id
 from app.orders.models import CertificateOrder, Product

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
 from app.errors import ApiError
-from app.finance.service import load_payment_settings
+from app.finance.payment_settings import load_payment_settings
 from app.gateway.base import CardDeclined, CardInput, Gateway, GatewayUnavailable, SavedCard
 from app.gateway.card_numbers import is_valid_card_number
 from app.payment_methods.models import Card

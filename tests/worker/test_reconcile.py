@@ -6,7 +6,7 @@ from datetime import timedelta
 import httpx
 from fastapi import FastAPI
 
-from app.reconcile import reconcile_pending
+from app.worker.reconcile import reconcile_pending
 from tests.conftest import SignUp
 from tests.money import (
     TIMEOUT_NOT_CHARGED,

@@ -2,16 +2,16 @@
 we charged under, then settle exactly once (the settle functions only change a pending row).
 
 Pending deposits and card orders older than RECONCILE_AFTER_SECONDS, and refunds of
-canceled card orders the gateway has not confirmed. The worker runs this on a schedule
-(next step); `python -m app.reconcile` runs it once.
+canceled card orders the gateway has not confirmed. The worker runs this on its schedule;
+`billing reconcile` runs it once. Ages are measured by the database's clock, the one that
+stamped the rows, so several hosts agree on them.
 """
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.finance.models import Deposit
@@ -33,7 +33,7 @@ async def reconcile_pending(
     factory: async_sessionmaker[AsyncSession], gateway: Gateway, older_than: timedelta
 ) -> ReconcileReport:
     report = ReconcileReport()
-    cutoff = datetime.now(UTC) - older_than
+    cutoff = func.clock_timestamp() - older_than
     async with factory() as session:
         async with session.begin():
             deposit_ids = list(
@@ -52,10 +52,15 @@ async def reconcile_pending(
                         select(CertificateOrder)
                         .where(
                             or_(
-                                CertificateOrder.status == "pending_payment",
-                                CertificateOrder.refund_status == "pending",
-                            ),
-                            CertificateOrder.created_at < cutoff,
+                                and_(
+                                    CertificateOrder.status == "pending_payment",
+                                    CertificateOrder.created_at < cutoff,
+                                ),
+                                and_(
+                                    CertificateOrder.refund_status == "pending",
+                                    CertificateOrder.canceled_at < cutoff,
+                                ),
+                            )
                         )
                         .order_by(CertificateOrder.created_at)
                         .limit(500)
@@ -89,33 +94,3 @@ async def reconcile_pending(
                 continue
             report.settled += 1
     return report
-
-
-def main() -> None:
-    from app.config import get_settings
-    from app.db import create_engine, create_session_factory
-    from app.gateway.factory import create_gateway
-    from app.logs import configure_logging
-
-    configure_logging()
-    settings = get_settings()
-
-    async def run() -> ReconcileReport:
-        engine = create_engine(settings)
-        gateway = create_gateway(settings)
-        try:
-            return await reconcile_pending(
-                create_session_factory(engine),
-                gateway,
-                timedelta(seconds=settings.reconcile_after_seconds),
-            )
-        finally:
-            await gateway.aclose()
-            await engine.dispose()
-
-    report = asyncio.run(run())
-    print(f"settled {report.settled}, still unknown {report.still_unknown}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,136 @@
+"""The worker: drains the outbox, reconciles payments with an unknown outcome and prunes
+expired rows, each on its own schedule. Any number of workers may run against one database
+(in API processes with RUN_WORKER=true, or as `billing worker`): the outbox is claimed with
+SKIP LOCKED and every settlement is exactly once.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.gateway.base import Gateway
+from app.metrics import OUTBOX_MESSAGES, OUTBOX_PENDING, RECONCILED, WORKER_LAST_RUN
+from app.worker import outbox
+from app.worker.email import EMAIL_TOPIC, Mailer, PermanentFailure, build_message, create_mailer
+from app.worker.reconcile import ReconcileReport, reconcile_pending
+
+logger = logging.getLogger(__name__)
+
+# Rows kept past their use: idempotency keys (SPEC §8: at least 24 hours), the login
+# history the throttle reads (30 days), and delivered outbox messages (for inspection).
+_PRUNE = (
+    "DELETE FROM idempotency_key WHERE created_at < clock_timestamp() - interval '25 hours'",
+    "DELETE FROM auth_event WHERE created_at < clock_timestamp() - interval '31 days'",
+    "DELETE FROM outbox_message WHERE status IN ('delivered', 'logged')"
+    " AND delivered_at < clock_timestamp() - interval '30 days'",
+)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        factory: async_sessionmaker[AsyncSession],
+        gateway: Gateway,
+        mailer: Mailer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.gateway = gateway
+        self.mailer = mailer or create_mailer(settings)
+
+    # One pass of each task: what the schedule runs, and what tests and the CLI call.
+
+    async def deliver_due(self) -> int:
+        """Deliver one batch of due outbox messages; returns how many were claimed."""
+        messages = await outbox.claim(
+            self.factory, self.settings.outbox_batch_size, self.settings.outbox_lease_seconds
+        )
+        await asyncio.gather(*(self._deliver(message) for message in messages))
+        return len(messages)
+
+    async def reconcile(self) -> ReconcileReport:
+        report = await reconcile_pending(
+            self.factory, self.gateway, timedelta(seconds=self.settings.reconcile_after_seconds)
+        )
+        RECONCILED.labels("settled").inc(report.settled)
+        RECONCILED.labels("still_unknown").inc(report.still_unknown)
+        return report
+
+    async def prune(self) -> None:
+        async with self.factory() as session, session.begin():
+            for statement in _PRUNE:
+                await session.execute(text(statement))
+
+    async def _deliver(self, message: outbox.Claimed) -> None:
+        try:
+            if message.topic != EMAIL_TOPIC:
+                raise PermanentFailure(f"no handler for topic {message.topic!r}")
+            await self.mailer.send(build_message(self.settings, message.id, message.payload))
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            if isinstance(error, PermanentFailure) or (
+                message.attempts >= self.settings.outbox_max_attempts
+            ):
+                logger.error("outbox message %s dead after %s", message.id, reason)
+                await outbox.mark_failed(self.factory, message, reason, retry_in=None)
+                OUTBOX_MESSAGES.labels(message.topic, "dead").inc()
+                return
+            delay = outbox.backoff_seconds(
+                message.attempts,
+                self.settings.outbox_retry_base_seconds,
+                self.settings.outbox_retry_max_seconds,
+            )
+            logger.warning(
+                "outbox message %s attempt %s failed (%s); retry in %.1fs",
+                message.id,
+                message.attempts,
+                reason,
+                delay,
+            )
+            await outbox.mark_failed(self.factory, message, reason, retry_in=delay)
+            OUTBOX_MESSAGES.labels(message.topic, "retry").inc()
+            return
+        await outbox.mark_done(self.factory, message, self.mailer.outcome)
+        OUTBOX_MESSAGES.labels(message.topic, self.mailer.outcome).inc()
+
+    # The schedule.
+
+    async def run(self) -> None:
+        """Run every task on its schedule until cancelled."""
+        logger.info("worker started")
+        settings = self.settings
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._drain_forever())
+            group.create_task(
+                self._every("reconcile", settings.reconcile_interval_seconds, self.reconcile)
+            )
+            group.create_task(self._every("prune", settings.prune_interval_seconds, self.prune))
+
+    async def _drain_forever(self) -> None:
+        while True:
+            try:
+                claimed = await self.deliver_due()
+                OUTBOX_PENDING.set(await outbox.pending_count(self.factory))
+                WORKER_LAST_RUN.labels("outbox").set(time.time())
+            except Exception:
+                logger.exception("outbox delivery pass failed")
+                claimed = 0
+            if claimed < self.settings.outbox_batch_size:  # a full batch: more may be due
+                await asyncio.sleep(self.settings.worker_poll_seconds)
+
+    @staticmethod
+    async def _every(name: str, seconds: float, task: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            try:
+                await task()
+                WORKER_LAST_RUN.labels(name).set(time.time())
+            except Exception:
+                logger.exception("worker task %s failed", name)
+            await asyncio.sleep(seconds)
