@@ -3,24 +3,34 @@
 import argparse
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import uvicorn
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.db import start_embedded_postgres
 from app.logs import configure_logging
 from app.migrate import upgrade_to_head
 
 
+def use_embedded_database_if_unset() -> Settings:
+    """With no DATABASE_URL, start (or join) the embedded PostgreSQL and point DATABASE_URL at
+    it; every process of one checkout (API, worker, CLI) then shares the same server."""
+    settings = get_settings()
+    if not settings.database_url:
+        data_dir = Path(settings.data_dir)
+        os.environ["DATABASE_URL"] = start_embedded_postgres(str(data_dir))
+        print(f"Embedded PostgreSQL under {data_dir.resolve()}", file=sys.stderr)
+        get_settings.cache_clear()
+    return get_settings()
+
+
 def prepare_environment() -> None:
     """Fill in what a developer's machine lacks, through the environment, so that every
     process started from here (uvicorn workers included) sees the same values."""
-    settings = get_settings()
+    settings = use_embedded_database_if_unset()
     data_dir = Path(settings.data_dir)
-    if not settings.database_url:
-        os.environ["DATABASE_URL"] = start_embedded_postgres(str(data_dir))
-        print(f"Embedded PostgreSQL under {data_dir.resolve()}")
     if settings.gateway == "sandbox" and not settings.sandbox_url:
         from app.gateway.sandbox_server import SandboxServer
 

@@ -45,6 +45,11 @@ async def signup(
     async with session.begin():
         await throttle.check_signup_allowed(session, settings, client_ip)
         throttle.record(session, "signup", client_ip)
+    return await create_account(session, body)
+
+
+async def create_account(session: AsyncSession, body: SignupIn) -> tuple[Account, User]:
+    """An account and its first admin: sign-up after its throttle, or an operator's command."""
     check_password_policy(body.password, body.email)
     password_hash = await hash_password(body.password)
     account = Account(

@@ -14,11 +14,12 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.models import Account
 from app.auth.principal import Principal
 from app.config import Settings
 from app.db import in_transaction
 from app.errors import ApiError, NotFound
-from app.finance.ledger import post_entry
+from app.finance.ledger import Posting, post_entry
 from app.finance.models import AccountBalance, Deposit, FinanceSettings, LedgerEntry
 from app.finance.payment_settings import PaymentSettings, load_payment_settings, settings_of
 from app.finance.schemas import FinanceSettingsPatch
@@ -244,3 +245,28 @@ async def list_transactions(
     async with session.begin():
         query = select(LedgerEntry).where(LedgerEntry.account_id == principal.account_id)
         return await paginate(session, query, LedgerEntry, page)
+
+
+async def adjust_balance(
+    session: AsyncSession, account_id: str, amount_cents: int, reason: str
+) -> Posting:
+    """An operator's correction: an `adjustment` entry of a signed amount, with its reason. A
+    debit larger than the balance is refused, like any other."""
+
+    async def work() -> Posting:
+        if await session.get(Account, account_id) is None:
+            raise NotFound("account")
+        posting = await post_entry(
+            session,
+            account_id=account_id,
+            type="adjustment",
+            amount_cents=amount_cents,
+            description=f"Adjustment: {reason}",
+        )
+        if posting is None:
+            raise ApiError(
+                "insufficient_funds", 402, "The balance is too low for this debit; nothing moved."
+            )
+        return posting
+
+    return await in_transaction(session, work)
