@@ -6,6 +6,7 @@ Tests isolate themselves by data: every test signs up its own accounts and calls
 own client address, so they can run in any order against the one database.
 """
 
+import asyncio
 import itertools
 import os
 import secrets
@@ -191,3 +192,13 @@ def add_user(client: httpx.AsyncClient) -> AddUser:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> None:
+    """Wait until `check()` holds, for what another process or a worker does in its own time;
+    fail after `seconds`."""
+    async with asyncio.timeout(seconds):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.1)
