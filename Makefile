@@ -23,6 +23,10 @@ install: $(VENV)/.synced
 run: install
 	$(BIN)/python -m app.serve
 
+# The worker on its own, beside API processes started with RUN_WORKER=false (see README).
+worker: install
+	$(BIN)/billing worker
+
 lint: install
 	$(BIN)/ruff check app tests migrations
 	$(BIN)/ruff format --check app tests migrations

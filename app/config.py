@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -59,6 +59,14 @@ class Settings(BaseSettings):
 
     deposit_min_cents: int = 1_000
     deposit_max_cents: int = 10_000_000
+
+    @model_validator(mode="after")
+    def _reconcile_after_the_gateway_gave_up(self) -> "Settings":
+        # A payment younger than the gateway timeout may still be in flight: asking the
+        # gateway about it then could fail a payment that is about to succeed.
+        if self.reconcile_after_seconds <= self.gateway_timeout_seconds:
+            raise ValueError("RECONCILE_AFTER_SECONDS must be longer than GATEWAY_TIMEOUT_SECONDS")
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod
