@@ -150,6 +150,9 @@ async def test_a_refusing_smtp_server_is_retried_until_it_accepts(
     assert messages[addresses[0]].status == "delivered"
     assert messages[addresses[0]].attempts == 3
     assert messages[addresses[1]].attempts == 1
+    metrics = (await client.get("/metrics")).text
+    assert 'outbox_messages_total{outcome="retry",topic="email"}' in metrics
+    assert 'outbox_messages_total{outcome="delivered",topic="email"}' in metrics
 
 
 async def test_a_message_is_dead_lettered_after_its_last_attempt_and_can_be_requeued(
