@@ -28,19 +28,30 @@ worker: install
 	$(BIN)/billing worker
 
 lint: install
-	$(BIN)/ruff check app tests migrations
-	$(BIN)/ruff format --check app tests migrations
+	$(BIN)/ruff check app tests migrations bench
+	$(BIN)/ruff format --check app tests migrations bench
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest
 
 format: install
-	$(BIN)/ruff check --fix app tests migrations
-	$(BIN)/ruff format app tests migrations
+	$(BIN)/ruff check --fix app tests migrations bench
+	$(BIN)/ruff format app tests migrations bench
 
 openapi: install
 	$(BIN)/python -m app.openapi_dump
+
+# Throughput and latency of the service against the floor of its own transaction, printed
+# and written to docs/performance.md (see bench/). Embedded PostgreSQL unless
+# BENCH_DATABASE_URL is set. `make bench WORKERS=1`, `make bench BENCH_ARGS=--quick`.
+# The `bench` dependency group (aiohttp, matplotlib) comes on top of the default ones.
+WORKERS ?= 2
+BENCH_ARGS ?=
+bench: | $(UV)
+	$(UV) sync --frozen --python $(PYTHON) --group bench
+	@touch $(VENV)/.synced
+	$(BIN)/python -m bench --workers $(WORKERS) $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .tools .data

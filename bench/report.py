@@ -1,0 +1,343 @@
+"""The results as a table on stdout and as docs/performance.md with a latency plot.
+
+The generator rewrites only what lies between the `<!-- bench:begin -->` and
+`<!-- bench:end -->` markers of docs/performance.md: anything written by hand outside them
+(the optimisations' before and after, say) is kept as it is.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.hot import HotCheck
+from bench.stats import RunResult
+
+BEGIN = "<!-- bench:begin -->"
+END = "<!-- bench:end -->"
+P99_TARGET_MS = 50.0
+RATIO_TARGET = 0.5
+# Cores used by processes other than the bench's own above which a run was disturbed.
+INTERFERENCE_CORES = 0.25
+
+LABELS = {
+    "a": "floor: order txn via asyncpg, {n} accounts",
+    "b": "POST /v1/orders, {n} accounts",
+    "a-hot": "floor: order txn via asyncpg, 1 hot account",
+    "c": "POST /v1/orders, 1 hot account",
+    "d": "GET /v1/finance/balance, {n} accounts",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    wanted: str
+    measured: str
+    met: bool
+
+
+@dataclass
+class Report:
+    date: str
+    machine: dict[str, str]
+    workers: int
+    concurrency: int
+    accounts: int
+    warmup: float
+    duration: float
+    sweep_duration: float
+    runs: dict[str, RunResult]  # a, b, a-hot, c, d: closed loop
+    sweep: list[tuple[int, RunResult]]  # (percent of the maximum of (b), open-loop run)
+    hot: HotCheck
+    wall_seconds: float = 0.0
+    targets: list[Target] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.targets = _targets(self)
+
+    def ratio(self, run: str, floor: str) -> float:
+        base = self.runs[floor].rps
+        return self.runs[run].rps / base if base else 0.0
+
+    def interference(self) -> str | None:
+        """A warning when something else used the machine during some runs, else None."""
+        named = [*self.runs.items(), *((f"{p}%", run) for p, run in self.sweep)]
+        disturbed = [
+            f"({name}) {run.cpu.other:.2f}"
+            for name, run in named
+            if run.cpu and run.cpu.other > INTERFERENCE_CORES
+        ]
+        if not disturbed:
+            return None
+        return (
+            "Warning: other processes used CPU during these runs (cores): "
+            + ", ".join(disturbed)
+            + ". Their figures are lower than on a quiet machine."
+        )
+
+
+def _targets(report: Report) -> list[Target]:
+    b_over_a = report.ratio("b", "a")
+    c_over_a_hot = report.ratio("c", "a-hot")
+    hot, c = report.hot, report.runs["c"]
+    half = next((run for percent, run in report.sweep if percent == 50), None)
+    return [
+        Target("(b)/(a)", f">= {RATIO_TARGET}", f"{b_over_a:.2f}", b_over_a >= RATIO_TARGET),
+        Target(
+            "(c)/(a-hot)",
+            f">= {RATIO_TARGET}",
+            f"{c_over_a_hot:.2f}",
+            c_over_a_hot >= RATIO_TARGET,
+        ),
+        Target(
+            "(c) errors, lost updates",
+            "0, 0",
+            f"{c.total_errors}, {hot.lost_updates:g}"
+            + ("" if hot.consistent else " (ledger check failed)"),
+            c.total_errors == 0 and hot.consistent,
+        ),
+        Target(
+            "p99 of (b) at 50% of its max",
+            f"<= {P99_TARGET_MS:g} ms",
+            f"{half.p99_ms:.1f} ms at {half.rps:.0f} req/s" if half else "not measured",
+            half is not None and half.errors == 0 and half.p99_ms <= P99_TARGET_MS,
+        ),
+    ]
+
+
+def _cpu(run: RunResult) -> str:
+    if run.cpu is None:
+        return "-"
+    use = run.cpu
+    return f"{use.client:.2f}/{use.service:.2f}/{use.database:.2f}/{use.other:.2f}"
+
+
+def _cpu_per_request(run: RunResult) -> str:
+    """Milliseconds of CPU per successful request, the bench's own processes only (load
+    generator, service, PostgreSQL): what a request costs, whatever else ran meanwhile."""
+    if run.cpu is None or not run.rps:
+        return "-"
+    own = run.cpu.client + run.cpu.service + run.cpu.database
+    return f"{own / run.rps * 1000:.2f}"
+
+
+def _errors(run: RunResult) -> str:
+    if not run.errors:
+        return "0"
+    kinds = ", ".join(f"{kind}: {count}" for kind, count in run.error_kinds.items())
+    return f"{run.errors} ({kinds})"
+
+
+def _grid(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
+    """Rows under a header, as aligned plain text or as a Markdown table (numbers right)."""
+    right = [all(_numeric(row[i]) for row in rows) for i in range(len(header))]
+    if markdown:
+        rule = ["---:" if r else "---" for r in right]
+        return "\n".join("| " + " | ".join(line) + " |" for line in [header, rule, *rows])
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+
+    def fmt(line: Sequence[str]) -> str:
+        cells = (
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(line, widths, right, strict=True)
+        )
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+
+
+def _numeric(cell: str) -> bool:
+    return cell.replace(".", "", 1).replace("%", "").isdigit() or cell == "-"
+
+
+def runs_table(report: Report, markdown: bool = False) -> str:
+    header = ["run", "what", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "CPU"]
+    header.append("CPU ms/req")
+    rows = [
+        [
+            f"({name})",
+            LABELS[name].format(n=report.accounts),
+            f"{run.rps:.0f}",
+            f"{run.p50_ms:.1f}",
+            f"{run.p95_ms:.1f}",
+            f"{run.p99_ms:.1f}",
+            _errors(run),
+            _cpu(run),
+            _cpu_per_request(run),
+        ]
+        for name, run in report.runs.items()
+    ]
+    return _grid(header, rows, markdown)
+
+
+def sweep_table(report: Report, markdown: bool = False) -> str:
+    header = ["load", "offered req/s", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
+    header += ["CPU", "late ms"]
+    rows = [
+        [
+            f"{percent}%",
+            f"{run.offered_rps or 0:.0f}",
+            f"{run.rps:.0f}",
+            f"{run.p50_ms:.1f}",
+            f"{run.p95_ms:.1f}",
+            f"{run.p99_ms:.1f}",
+            _errors(run),
+            _cpu(run),
+            f"{run.late_dispatch_ms:.1f}",
+        ]
+        for percent, run in report.sweep
+    ]
+    return _grid(header, rows, markdown)
+
+
+def targets_table(report: Report, markdown: bool = False) -> str:
+    rows = [[t.name, t.wanted, t.measured, "met" if t.met else "NOT met"] for t in report.targets]
+    return _grid(["target", "wanted", "measured", ""], rows, markdown)
+
+
+def console(report: Report) -> str:
+    """The table printed at the end of `make bench`."""
+    return "\n\n".join(
+        [
+            f"Closed loop, {report.concurrency} connections, {report.workers} uvicorn worker(s), "
+            f"{report.duration:g} s each after {report.warmup:g} s of warm-up "
+            "(CPU: cores used by the load generator/service/PostgreSQL/rest of the machine; "
+            "CPU ms/req: the first three's CPU time per successful request)",
+            runs_table(report),
+            f"(b)/(a) = {report.ratio('b', 'a'):.2f}    "
+            f"(c)/(a-hot) = {report.ratio('c', 'a-hot'):.2f}",
+            report.hot.summary(),
+            f"Open loop (Poisson arrivals), POST /v1/orders over {report.accounts} accounts, "
+            f"{report.sweep_duration:g} s per step (late: the generator's p99 lateness)",
+            sweep_table(report),
+            targets_table(report),
+            *filter(None, [report.interference()]),
+        ]
+    )
+
+
+METHOD = """\
+## Method
+
+Everything runs on the one machine, as `make bench` does it: PostgreSQL, the service and the
+load generator share its cores.
+
+- **Database**: a fresh database `bench_<hex>` on the embedded PostgreSQL under
+  `.data/pg-bench` (or on `BENCH_DATABASE_URL`'s server), migrated to head, dropped at the
+  end.
+- **Service**: `python -m app.serve --workers N` as in production (Alembic, then uvicorn with
+  uvloop and httptools), `RUN_WORKER=false` as for API processes beside a separate
+  `billing worker` (the outbox poll is not part of an order), `SIGNUP_LIMIT_PER_HOUR` raised
+  for the seeding. Its own stdout and stderr go to `.data/bench/service.log`.
+- **Seeding**: {accounts} accounts plus one hot account through the public API (sign-up,
+  token, an `admin` API key, balance payments on and the default), each funded with
+  10,000,000.00 by an operator's adjustment (`adjust_balance`, the `billing adjust-balance`
+  service), so that no order is refused for want of money.
+- **Load generator**: `python -m bench.load`, a process of its own (asyncio on uvloop, aiohttp,
+  keep-alive connections), one process per run.
+  - *Closed loop* (maximum throughput): a fixed number of connections, each sending its next
+    request when the previous one is answered; {warmup:g} s of warm-up, then {duration:g} s
+    measured.
+  - *Open loop* (latency against load): Poisson arrivals at 10 to 90 % of the maximum of (b),
+    up to 64 connections; latency counts from the moment a request was due, not from when it
+    could be sent, so a backlog is charged to the server; {sweep_duration:g} s measured per step.
+  - Only requests started in the window count. Requests/s is successful requests per second;
+    p50/p95/p99 are nearest-rank percentiles of the successful requests' latency seen by the
+    client; an error is any other status or a failure to get an answer (10 s timeout).
+- **Runs**:
+  - (a) the floor: the order's own transaction straight through an asyncpg pool of as many
+    connections as the HTTP runs use: `BEGIN`; `INSERT` the `certificate_order`; the
+    conditional balance `UPDATE` and ledger `INSERT` as the one statement of
+    `app/finance/ledger.py`; `COMMIT`. No HTTP, authentication, idempotency record, catalogue
+    or settings read, ORM or JSON;
+  - (b) `POST /v1/orders` (`ssl_dv`, one year: 49.00 paid from the balance) with an API key
+    and a fresh `Idempotency-Key`, each request on an account drawn at random among
+    {accounts};
+  - (a-hot), (c): the same two on the one hot account, where every transaction waits for the
+    row lock of its balance. After (c) the hot account is checked: its balance must have
+    moved by exactly 49.00 per 201 answered (warm-up included), its ledger must hold one
+    debit per 201 and add up to the balance; a difference is a lost (or doubled) update;
+  - (d) `GET /v1/finance/balance` with an API key, on the {accounts} accounts.
+- **CPU** (column `CPU`, four shares): average cores busy during the window, from `/proc`: the
+  load generator's process / the service's process tree / PostgreSQL's process tree (when it
+  runs on this machine) / the rest of the machine. A last share well above zero means
+  something else ran beside the bench, and that run's figures are low.
+
+Reproduce: `make bench` (`make bench WORKERS=1`, `make bench BENCH_ARGS=--quick` for a
+shorter run, `BENCH_DATABASE_URL=postgresql://... make bench` for another server;
+`.venv/bin/python -m bench --help` for every knob).
+"""
+
+TEMPLATE = """\
+# Performance
+
+How fast the billing API places an order paid from the balance, against the floor of its own
+database transaction; measured by `make bench` (`bench/`).
+
+{block}
+
+## Optimisations: before and after
+
+_Written by hand: `make bench` rewrites only what lies between the bench markers above._
+"""
+
+
+def markdown(report: Report, plot_name: str) -> str:
+    """The generated section of docs/performance.md."""
+    machine = report.machine
+    pg = machine.get("postgres_settings", "")
+    return "\n\n".join(
+        [
+            f"_Generated by `make bench` on {report.date} in {report.wall_seconds:.0f} s; "
+            "everything between the bench markers is rewritten by the next run._",
+            "## Last run",
+            f"- Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory']}; "
+            f"Python {machine['python']}.\n"
+            f"- Database: {machine['postgres']} ({machine['database']}); {pg}.\n"
+            f"- Service: `python -m app.serve --workers {report.workers}` (uvicorn, uvloop, "
+            "httptools), `RUN_WORKER=false`.\n"
+            f"- Load: {report.concurrency} connections (closed loop), {report.accounts} accounts "
+            "and one hot account, load generator in its own process.",
+            "### Maximum throughput (closed loop)",
+            "CPU: cores used by the load generator / the service / PostgreSQL / the rest of the "
+            "machine (anything else that ran meanwhile). CPU ms/req: the CPU time of the first "
+            "three per successful request, what one request costs whatever else ran.",
+            runs_table(report, markdown=True),
+            f"Ratios: (b)/(a) = **{report.ratio('b', 'a'):.2f}**, "
+            f"(c)/(a-hot) = **{report.ratio('c', 'a-hot'):.2f}**. "
+            f"{_sentence(report.hot.summary())}.",
+            "### Targets",
+            targets_table(report, markdown=True),
+            *filter(None, [report.interference()]),
+            "### Latency against offered load (open loop, (b))",
+            "`late ms`: the 99th percentile of how late the load generator sent a request "
+            "against its schedule (already included in the latency).",
+            sweep_table(report, markdown=True),
+            f"![Latency of POST /v1/orders against offered load]({plot_name})",
+            METHOD.format(
+                accounts=report.accounts,
+                warmup=report.warmup,
+                duration=report.duration,
+                sweep_duration=report.sweep_duration,
+            ).rstrip(),
+        ]
+    )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def write_doc(path: Path, section: str) -> None:
+    """Put `section` between the markers of `path`, keeping the rest of the file."""
+    block = f"{BEGIN}\n\n{section}\n\n{END}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(TEMPLATE.format(block=block))
+        return
+    text = path.read_text()
+    if BEGIN in text and END in text.split(BEGIN, 1)[1]:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        path.write_text(head + block + tail)
+    else:
+        path.write_text(text.rstrip() + "\n\n" + block + "\n")
