@@ -13,7 +13,9 @@ class Settings(BaseSettings):
     # Unset: the launcher starts an embedded PostgreSQL under DATA_DIR and sets it.
     database_url: str | None = None
     data_dir: str = ".data"
-    db_pool_size: int = 10
+    # Per process. Enough for its concurrent requests: an overflow connection is closed on
+    # return, and opening one costs far more than a request.
+    db_pool_size: int = 20
     db_max_overflow: int = 10
     # "queue" (a real pool) or "null" (a connection per checkout: for tests whose
     # requests run on short-lived event loops, such as schemathesis' ASGI client).

@@ -7,11 +7,13 @@ Sessions do not autobegin: every transaction is opened explicitly by a service
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -68,6 +70,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autobegin=False)
+
+
+@asynccontextmanager
+async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection as asyncpg sees it, for the hot path's single statements (the
+    caller of every request, the idempotency record, the balance). It skips the ORM and
+    statement compilation; outside `conn.transaction()` each statement commits on its own,
+    with no BEGIN or COMMIT round trip. SQL is plain text with $n parameters."""
+    async with engine.connect() as connection:
+        pooled = await connection.get_raw_connection()
+        driver: asyncpg.Connection = pooled.driver_connection
+        yield driver
 
 
 def start_embedded_postgres(data_dir: str, name: str = "pg") -> str:

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.gateway.base import Gateway
@@ -13,6 +13,12 @@ from app.gateway.base import Gateway
 def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    # For the hot path's single statements over a raw connection (app.db.raw_connection).
+    engine: AsyncEngine = request.app.state.engine
+    return engine
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -27,6 +33,7 @@ def client_address(request: Request) -> str:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 Session = Annotated[AsyncSession, Depends(get_session)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 ClientAddress = Annotated[str, Depends(client_address)]
 
 

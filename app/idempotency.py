@@ -2,7 +2,7 @@
 
 `IdempotentRoute` adds a guard dependency to each authenticated POST route. The guard runs
 after authentication and reserves the key for the account in its own committed
-transaction, with a fingerprint of method, path and body:
+statement, with a fingerprint of method, path and body:
 - a finished key with the same fingerprint replays the stored response, with
   `Idempotent-Replayed: true`, and nothing runs again;
 - the same key with another fingerprint is 422 `idempotency_key_reused`;
@@ -23,10 +23,10 @@ from fastapi import Depends, Header, Request, Response
 from fastapi.dependencies.utils import get_dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 
 from app.auth.principal import Authenticated, authenticate
+from app.db import raw_connection
 from app.errors import ApiError, problem_response
 from app.idempotency_models import IdempotencyKey
 
@@ -99,47 +99,63 @@ async def idempotency_guard(
             extra={"errors": [{"field": "header.Idempotency-Key", "message": "is not valid"}]},
         )
     fingerprint = _fingerprint(request.method, request.url.path, await request.body())
-    factory = request.app.state.session_factory
+    account_id = principal.account_id
+    while True:
+        async with raw_connection(request.app.state.engine) as conn:
+            # The usual case, a new key, is this one statement, committed on its own.
+            inserted = await conn.fetchval(_RESERVE, account_id, idempotency_key, fingerprint)
+        if inserted is not None or await _check_existing(
+            request, account_id, idempotency_key, fingerprint
+        ):
+            break
+    request.state.idempotency = Reservation(account_id, idempotency_key)
+
+
+_RESERVE = """
+    INSERT INTO idempotency_key (account_id, key, fingerprint) VALUES ($1, $2, $3)
+    ON CONFLICT DO NOTHING RETURNING key
+"""
+
+
+async def _check_existing(
+    request: Request, account_id: str, idempotency_key: str, fingerprint: str
+) -> bool:
+    """The key exists: replay its answer, refuse, or take over an abandoned reservation
+    (True). False when the key is gone again by now."""
     now = datetime.now(UTC)
-    async with factory() as session, session.begin():
-        inserted = await session.scalar(
-            insert(IdempotencyKey)
-            .values(account_id=principal.account_id, key=idempotency_key, fingerprint=fingerprint)
-            .on_conflict_do_nothing()
-            .returning(IdempotencyKey.key)
-        )
-        if inserted is None:
-            existing = await session.scalar(
-                select(IdempotencyKey)
-                .where(
-                    IdempotencyKey.account_id == principal.account_id,
-                    IdempotencyKey.key == idempotency_key,
-                )
-                .with_for_update()
+    async with request.app.state.session_factory() as session, session.begin():
+        existing = await session.scalar(
+            select(IdempotencyKey)
+            .where(
+                IdempotencyKey.account_id == account_id,
+                IdempotencyKey.key == idempotency_key,
             )
-            assert existing is not None  # keys are only deleted by their own request
-            if existing.created_at < now - RETENTION:
-                existing.fingerprint = fingerprint
-                existing.response_status = existing.response_body = None
-                existing.created_at = existing.locked_at = now
-            elif existing.fingerprint != fingerprint:
-                raise ApiError(
-                    "idempotency_key_reused",
-                    422,
-                    "This Idempotency-Key was used with a different request.",
-                )
-            elif existing.response_status is not None:
-                raise _Replay(_replayed(existing))
-            elif existing.locked_at > now - IN_FLIGHT_LEASE:
-                raise ApiError(
-                    "idempotency_key_in_use",
-                    409,
-                    "A request with this Idempotency-Key is still running; retry shortly.",
-                    headers={"Retry-After": "1"},
-                )
-            else:
-                existing.locked_at = now
-    request.state.idempotency = Reservation(principal.account_id, idempotency_key)
+            .with_for_update()
+        )
+        if existing is None:  # released or pruned since: reserve it afresh
+            return False
+        if existing.created_at < now - RETENTION:
+            existing.fingerprint = fingerprint
+            existing.response_status = existing.response_body = None
+            existing.created_at = existing.locked_at = now
+        elif existing.fingerprint != fingerprint:
+            raise ApiError(
+                "idempotency_key_reused",
+                422,
+                "This Idempotency-Key was used with a different request.",
+            )
+        elif existing.response_status is not None:
+            raise _Replay(_replayed(existing))
+        elif existing.locked_at > now - IN_FLIGHT_LEASE:
+            raise ApiError(
+                "idempotency_key_in_use",
+                409,
+                "A request with this Idempotency-Key is still running; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        else:
+            existing.locked_at = now
+    return True
 
 
 def _replayed(row: IdempotencyKey) -> Response:
@@ -166,28 +182,24 @@ def _storable_body(request: Request, response: Response) -> bytes:
 
 
 async def _store(request: Request, reservation: Reservation, response: Response) -> None:
-    async with request.app.state.session_factory() as session, session.begin():
-        await session.execute(
-            update(IdempotencyKey)
-            .where(
-                IdempotencyKey.account_id == reservation.account_id,
-                IdempotencyKey.key == reservation.key,
-            )
-            .values(
-                response_status=response.status_code,
-                response_body=_storable_body(request, response),
-                response_content_type=response.headers.get("content-type"),
-            )
+    async with raw_connection(request.app.state.engine) as conn:
+        await conn.execute(
+            "UPDATE idempotency_key SET response_status = $3, response_body = $4,"
+            " response_content_type = $5 WHERE account_id = $1 AND key = $2",
+            reservation.account_id,
+            reservation.key,
+            response.status_code,
+            _storable_body(request, response),
+            response.headers.get("content-type"),
         )
 
 
 async def _release(request: Request, reservation: Reservation) -> None:
-    async with request.app.state.session_factory() as session, session.begin():
-        await session.execute(
-            delete(IdempotencyKey).where(
-                IdempotencyKey.account_id == reservation.account_id,
-                IdempotencyKey.key == reservation.key,
-            )
+    async with raw_connection(request.app.state.engine) as conn:
+        await conn.execute(
+            "DELETE FROM idempotency_key WHERE account_id = $1 AND key = $2",
+            reservation.account_id,
+            reservation.key,
         )
 
 

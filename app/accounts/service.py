@@ -124,7 +124,8 @@ async def change_password(
     # A stolen token must not become a way to guess the password: same throttle as a login.
     async with session.begin():
         await throttle.check_login_allowed(session, settings, user.email, client_ip)
-    if not await verify_password(body.current_password, user.password_hash):
+        password_hash = await session.scalar(select(User.password_hash).where(User.id == user.id))
+    if password_hash is None or not await verify_password(body.current_password, password_hash):
         async with session.begin():
             throttle.record(session, "login_failed", client_ip, user.email)
         raise ApiError("invalid_current_password", 400, "The current password is not correct.")

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Response
 
 from app.auth.principal import RequireFinance, RequireMember
-from app.deps import GatewayDep, Session, SettingsDep
+from app.deps import EngineDep, GatewayDep, Session, SettingsDep
 from app.errors import ApiError
 from app.finance import service
 from app.finance.models import Deposit, LedgerEntry
@@ -70,8 +70,8 @@ async def update_settings(
 
 
 @router.get("/balance", response_model=BalanceOut, summary="The account balance")
-async def get_balance(principal: RequireMember, session: Session) -> BalanceOut:
-    view = await service.get_balance(session, principal)
+async def get_balance(principal: RequireMember, engine: EngineDep) -> BalanceOut:
+    view = await service.get_balance(engine, principal)
     return BalanceOut(
         balance=view.balance_cents,
         low_balance_threshold=view.low_balance_threshold_cents,

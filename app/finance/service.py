@@ -12,15 +12,15 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.accounts.models import Account
 from app.auth.principal import Principal
 from app.config import Settings
-from app.db import in_transaction
+from app.db import in_transaction, raw_connection
 from app.errors import ApiError, NotFound
 from app.finance.ledger import Posting, post_entry
-from app.finance.models import AccountBalance, Deposit, FinanceSettings, LedgerEntry
+from app.finance.models import Deposit, FinanceSettings, LedgerEntry
 from app.finance.payment_settings import PaymentSettings, load_payment_settings, settings_of
 from app.finance.schemas import FinanceSettingsPatch
 from app.gateway.base import CardDeclined, Charge, Gateway, GatewayUnavailable
@@ -95,18 +95,16 @@ class BalanceView:
         return threshold is not None and self.balance_cents < threshold
 
 
-async def get_balance(session: AsyncSession, principal: Principal) -> BalanceView:
-    async with session.begin():
-        balance = await session.scalar(
-            select(AccountBalance.balance_cents).where(
-                AccountBalance.account_id == principal.account_id
-            )
-        )
-        threshold = await session.scalar(
-            select(FinanceSettings.low_balance_threshold_cents).where(
-                FinanceSettings.account_id == principal.account_id
-            )
-        )
+_BALANCE = """
+    SELECT (SELECT balance_cents FROM account_balance WHERE account_id = $1),
+           (SELECT low_balance_threshold_cents FROM finance_settings WHERE account_id = $1)
+"""
+
+
+async def get_balance(engine: AsyncEngine, principal: Principal) -> BalanceView:
+    """One statement, so one consistent snapshot, without a transaction around it."""
+    async with raw_connection(engine) as conn:
+        balance, threshold = await conn.fetchrow(_BALANCE, principal.account_id)
     return BalanceView(balance or 0, threshold)
 
 

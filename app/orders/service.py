@@ -7,9 +7,12 @@ transaction, settle. Cancelling returns the money to where it came from, once.
 """
 
 import logging
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
@@ -34,7 +37,40 @@ async def list_products(session: AsyncSession) -> list[Product]:
         return list((await session.scalars(select(Product).order_by(Product.position))).all())
 
 
-def order_amount_cents(product: Product, sans: int, years: int) -> int:
+# The catalogue changes only with a migration, so each process keeps it for a while rather
+# than reading a product on every order.
+@dataclass(frozen=True)
+class PricedProduct:
+    """What an order needs of a product: plain values, safe to keep across sessions."""
+
+    id: str
+    name: str
+    wildcard: bool
+    price_per_year_cents: int
+    price_per_extra_san_cents: int
+
+
+_CATALOGUE_TTL_SECONDS = 60.0
+_catalogue: tuple[float, dict[str, PricedProduct]] = (float("-inf"), {})
+
+
+async def _product(session: AsyncSession, product_id: str) -> PricedProduct | None:
+    """Inside the caller's transaction."""
+    global _catalogue
+    loaded_at, products = _catalogue
+    if time.monotonic() - loaded_at > _CATALOGUE_TTL_SECONDS:
+        rows = await session.scalars(select(Product))
+        products = {
+            p.id: PricedProduct(
+                p.id, p.name, p.wildcard, p.price_per_year_cents, p.price_per_extra_san_cents
+            )
+            for p in rows
+        }
+        _catalogue = (time.monotonic(), products)
+    return products.get(product_id)
+
+
+def order_amount_cents(product: "PricedProduct", sans: int, years: int) -> int:
     return years * (product.price_per_year_cents + sans * product.price_per_extra_san_cents)
 
 
@@ -63,7 +99,7 @@ def resolve_payment_method(
     return method
 
 
-def _check_names(product: Product, body: OrderIn) -> None:
+def _check_names(product: PricedProduct, body: OrderIn) -> None:
     if product.wildcard:
         return
     if body.common_name.startswith("*."):
@@ -82,40 +118,46 @@ async def create_order(
 ) -> CertificateOrder:
     async def place() -> tuple[CertificateOrder, str | None]:
         """The order, and the card token to charge when it is to be paid by card."""
-        existing = await session.scalar(
-            select(CertificateOrder).where(
-                CertificateOrder.account_id == principal.account_id,
-                CertificateOrder.idempotency_key == idempotency_key,
-            )
-        )
-        if existing is not None:  # a retry that took over an abandoned key
-            return existing, None
-        product = await session.get(Product, body.product_id)
+        product = await _product(session, body.product_id)
         if product is None:
             raise validation_error("body.product_id", "is not a product of the catalogue")
         _check_names(product, body)
         settings = await load_payment_settings(session, principal.account)
         method = resolve_payment_method(body.payment_method, settings, principal)
-        order = CertificateOrder(
-            id=new_id("ord"),
-            account_id=principal.account_id,
-            idempotency_key=idempotency_key,
-            product_id=product.id,
-            common_name=body.common_name,
-            sans=body.sans,
-            validity_years=body.validity_years,
-            amount_cents=order_amount_cents(product, len(body.sans), body.validity_years),
-            payment_method=method,
-            status="paid" if method == "balance" else "pending_payment",
-        )
+        card_token = None
         if method == "card":
             card = await session.get(Card, principal.account_id)
             if card is None:
                 raise ApiError("no_card_on_file", 409, "Add a card before paying by card.")
-            session.add(order)
-            return order, card.gateway_token
-        session.add(order)
-        await session.flush()
+            card_token = card.gateway_token
+        order = await session.scalar(
+            insert(CertificateOrder)
+            .values(
+                id=new_id("ord"),
+                account_id=principal.account_id,
+                idempotency_key=idempotency_key,
+                product_id=product.id,
+                common_name=body.common_name,
+                sans=body.sans,
+                validity_years=body.validity_years,
+                amount_cents=order_amount_cents(product, len(body.sans), body.validity_years),
+                payment_method=method,
+                status="paid" if method == "balance" else "pending_payment",
+            )
+            .on_conflict_do_nothing(constraint="uq_certificate_order_account_id_key")
+            .returning(CertificateOrder)
+        )
+        if order is None:  # a retry that took over an abandoned key: what it already made
+            existing = await session.scalar(
+                select(CertificateOrder).where(
+                    CertificateOrder.account_id == principal.account_id,
+                    CertificateOrder.idempotency_key == idempotency_key,
+                )
+            )
+            assert existing is not None
+            return existing, None
+        if method == "card":
+            return order, card_token
         posting = await post_entry(
             session,
             account_id=principal.account_id,
