@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, MetaData, func, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -34,6 +34,9 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+T = TypeVar("T")
 
 
 class Base(DeclarativeBase):
@@ -84,6 +87,45 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connectio
         yield driver
 
 
+def engine_of(session: AsyncSession) -> AsyncEngine:
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    return engine
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session's transaction: raw statements on it belong to
+    that transaction (the ledger's, for one)."""
+    connection = await session.connection()
+    pooled = await connection.get_raw_connection()
+    driver: asyncpg.Connection = pooled.driver_connection
+    if not driver.is_in_transaction():
+        # SQLAlchemy sends BEGIN with the session's first statement: without one yet, a raw
+        # statement would commit on its own.
+        await connection.execute(text("SELECT 1"))
+        assert driver.is_in_transaction()
+    return driver
+
+
+_RETRYABLE_ERRORS = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+
+
+async def in_raw_transaction(
+    engine: AsyncEngine, work: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = 5
+) -> T:
+    """`in_transaction` for the hot path: `work` in a transaction of a raw pooled connection,
+    run again from the start after a serialization failure or a deadlock."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with raw_connection(engine) as conn, conn.transaction():
+                return await work(conn)
+        except _RETRYABLE_ERRORS:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
 def start_embedded_postgres(data_dir: str, name: str = "pg") -> str:
     """Start (or join) the embedded PostgreSQL under data_dir and return its URL.
 
@@ -112,9 +154,6 @@ def is_retryable(error: BaseException) -> bool:
         getattr(error.orig, "__cause__", None), "sqlstate", None
     )
     return sqlstate in _RETRYABLE_SQLSTATES
-
-
-T = TypeVar("T")
 
 
 async def in_transaction(

@@ -10,17 +10,15 @@ caller commits, never across a gateway call.
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 
 from app.finance.notifications import crossed_threshold, queue_low_balance_notice
 from app.ids import new_id
 
-_CREDIT = text(
-    """
+_CREDIT = """
     WITH moved AS (
         INSERT INTO account_balance (account_id, balance_cents, last_entry_seq)
-        VALUES (:account_id, :amount, 1)
+        VALUES ($2, $4, 1)
         ON CONFLICT (account_id) DO UPDATE
             SET balance_cents = account_balance.balance_cents + EXCLUDED.balance_cents,
                 last_entry_seq = account_balance.last_entry_seq + 1
@@ -28,31 +26,26 @@ _CREDIT = text(
     )
     INSERT INTO ledger_entry (id, account_id, seq, type, amount_cents, balance_after_cents,
                               deposit_id, order_id, description)
-    SELECT :id, :account_id, last_entry_seq, :type, :amount, balance_cents,
-           :deposit_id, :order_id, :description
+    SELECT $1, $2, last_entry_seq, $3, $4, balance_cents, $5, $6, $7
     FROM moved
     RETURNING id, seq, balance_after_cents, created_at
-    """
-)
+"""
 
-_DEBIT = text(
-    """
+_DEBIT = """
     WITH moved AS (
         UPDATE account_balance
-        SET balance_cents = balance_cents + :amount, last_entry_seq = last_entry_seq + 1
-        WHERE account_id = :account_id AND balance_cents + :amount >= 0
+        SET balance_cents = balance_cents + $4, last_entry_seq = last_entry_seq + 1
+        WHERE account_id = $2 AND balance_cents + $4 >= 0
         RETURNING balance_cents, last_entry_seq
     )
     INSERT INTO ledger_entry (id, account_id, seq, type, amount_cents, balance_after_cents,
                               deposit_id, order_id, description)
-    SELECT :id, :account_id, last_entry_seq, :type, :amount, balance_cents,
-           :deposit_id, :order_id, :description
+    SELECT $1, $2, last_entry_seq, $3, $4, balance_cents, $5, $6, $7
     FROM moved
     RETURNING id, seq, balance_after_cents, created_at,
         (SELECT low_balance_threshold_cents FROM finance_settings
-         WHERE account_id = :account_id) AS threshold_cents
-    """
-)
+         WHERE account_id = $2) AS threshold_cents
+"""
 
 
 @dataclass(frozen=True)
@@ -69,7 +62,7 @@ class Posting:
 
 
 async def post_entry(
-    session: AsyncSession,
+    conn: asyncpg.Connection,
     *,
     account_id: str,
     type: str,
@@ -78,36 +71,32 @@ async def post_entry(
     deposit_id: str | None = None,
     order_id: str | None = None,
 ) -> Posting | None:
-    """Move the balance by a signed amount and append its entry. A debit that would take the
-    balance below zero writes nothing and returns None."""
+    """Move the balance by a signed amount and append its entry, inside the transaction open
+    on `conn` (`driver_connection(session)` from an ORM transaction). A debit that would take
+    the balance below zero writes nothing and returns None."""
     assert amount_cents != 0
-    statement = _CREDIT if amount_cents > 0 else _DEBIT
-    row = (
-        await session.execute(
-            statement,
-            {
-                "id": new_id("txn"),
-                "account_id": account_id,
-                "type": type,
-                "amount": amount_cents,
-                "deposit_id": deposit_id,
-                "order_id": order_id,
-                "description": description,
-            },
-        )
-    ).one_or_none()
+    row = await conn.fetchrow(
+        _CREDIT if amount_cents > 0 else _DEBIT,
+        new_id("txn"),
+        account_id,
+        type,
+        amount_cents,
+        deposit_id,
+        order_id,
+        description,
+    )
     if row is None:
         return None
     if amount_cents < 0:
-        before = row.balance_after_cents - amount_cents
-        if crossed_threshold(before, row.balance_after_cents, row.threshold_cents):
+        before = row["balance_after_cents"] - amount_cents
+        if crossed_threshold(before, row["balance_after_cents"], row["threshold_cents"]):
             await queue_low_balance_notice(
-                session, account_id, row.balance_after_cents, row.threshold_cents
+                conn, account_id, row["balance_after_cents"], row["threshold_cents"]
             )
     return Posting(
-        entry_id=row.id,
-        seq=row.seq,
+        entry_id=row["id"],
+        seq=row["seq"],
         amount_cents=amount_cents,
-        balance_after_cents=row.balance_after_cents,
-        created_at=row.created_at,
+        balance_after_cents=row["balance_after_cents"],
+        created_at=row["created_at"],
     )

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.accounts.models import Account
 from app.auth.principal import Principal
 from app.config import Settings
-from app.db import in_transaction, raw_connection
+from app.db import driver_connection, in_transaction, raw_connection
 from app.errors import ApiError, NotFound
 from app.finance.ledger import Posting, post_entry
 from app.finance.models import Deposit, FinanceSettings, LedgerEntry
@@ -188,7 +188,7 @@ async def settle_deposit(
             )
             if deposit is not None:
                 posting = await post_entry(
-                    session,
+                    await driver_connection(session),
                     account_id=deposit.account_id,
                     type="deposit",
                     amount_cents=deposit.amount_cents,
@@ -255,7 +255,7 @@ async def adjust_balance(
         if await session.get(Account, account_id) is None:
             raise NotFound("account")
         posting = await post_entry(
-            session,
+            await driver_connection(session),
             account_id=account_id,
             type="adjustment",
             amount_cents=amount_cents,

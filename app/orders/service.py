@@ -11,21 +11,21 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import asyncpg
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
-from app.db import in_transaction
+from app.db import driver_connection, engine_of, in_raw_transaction, in_transaction
 from app.errors import ApiError, NotFound, validation_error
 from app.finance.ledger import post_entry
-from app.finance.payment_settings import PaymentSettings, load_payment_settings
+from app.finance.models import FinanceSettings
+from app.finance.payment_settings import PaymentSettings, settings_of
 from app.gateway.base import CardDeclined, Charge, Gateway, GatewayError, GatewayUnavailable
 from app.ids import new_id
 from app.orders.models import CertificateOrder, Product
 from app.orders.schemas import OrderIn
 from app.pagination import PageRequest, paginate
-from app.payment_methods.models import Card
 
 logger = logging.getLogger(__name__)
 
@@ -54,18 +54,15 @@ _CATALOGUE_TTL_SECONDS = 60.0
 _catalogue: tuple[float, dict[str, PricedProduct]] = (float("-inf"), {})
 
 
-async def _product(session: AsyncSession, product_id: str) -> PricedProduct | None:
-    """Inside the caller's transaction."""
+async def _product(conn: asyncpg.Connection, product_id: str) -> PricedProduct | None:
     global _catalogue
     loaded_at, products = _catalogue
     if time.monotonic() - loaded_at > _CATALOGUE_TTL_SECONDS:
-        rows = await session.scalars(select(Product))
-        products = {
-            p.id: PricedProduct(
-                p.id, p.name, p.wildcard, p.price_per_year_cents, p.price_per_extra_san_cents
-            )
-            for p in rows
-        }
+        rows = await conn.fetch(
+            "SELECT id, name, wildcard, price_per_year_cents, price_per_extra_san_cents"
+            " FROM product"
+        )
+        products = {row["id"]: PricedProduct(**row) for row in rows}
         _catalogue = (time.monotonic(), products)
     return products.get(product_id)
 
@@ -116,50 +113,52 @@ async def create_order(
     body: OrderIn,
     idempotency_key: str,
 ) -> CertificateOrder:
-    async def place() -> tuple[CertificateOrder, str | None]:
-        """The order, and the card token to charge when it is to be paid by card."""
-        product = await _product(session, body.product_id)
+    async def place(conn: asyncpg.Connection) -> tuple[CertificateOrder, str | None]:
+        """The order, and the card token to charge when it is to be paid by card. The hot
+        path of the service: plain statements on the transaction's connection."""
+        product = await _product(conn, body.product_id)
         if product is None:
             raise validation_error("body.product_id", "is not a product of the catalogue")
         _check_names(product, body)
-        settings = await load_payment_settings(session, principal.account)
+        settings_row = await conn.fetchrow(
+            "SELECT * FROM finance_settings WHERE account_id = $1", principal.account_id
+        )
+        settings = settings_of(
+            FinanceSettings(**settings_row) if settings_row else None, principal.account
+        )
         method = resolve_payment_method(body.payment_method, settings, principal)
         card_token = None
         if method == "card":
-            card = await session.get(Card, principal.account_id)
-            if card is None:
+            card_token = await conn.fetchval(
+                "SELECT gateway_token FROM card WHERE account_id = $1", principal.account_id
+            )
+            if card_token is None:
                 raise ApiError("no_card_on_file", 409, "Add a card before paying by card.")
-            card_token = card.gateway_token
-        order = await session.scalar(
-            insert(CertificateOrder)
-            .values(
-                id=new_id("ord"),
-                account_id=principal.account_id,
-                idempotency_key=idempotency_key,
-                product_id=product.id,
-                common_name=body.common_name,
-                sans=body.sans,
-                validity_years=body.validity_years,
-                amount_cents=order_amount_cents(product, len(body.sans), body.validity_years),
-                payment_method=method,
-                status="paid" if method == "balance" else "pending_payment",
-            )
-            .on_conflict_do_nothing(constraint="uq_certificate_order_account_id_key")
-            .returning(CertificateOrder)
+        row = await conn.fetchrow(
+            _INSERT_ORDER,
+            new_id("ord"),
+            principal.account_id,
+            idempotency_key,
+            product.id,
+            body.common_name,
+            body.sans,
+            body.validity_years,
+            order_amount_cents(product, len(body.sans), body.validity_years),
+            method,
+            "paid" if method == "balance" else "pending_payment",
         )
-        if order is None:  # a retry that took over an abandoned key: what it already made
-            existing = await session.scalar(
-                select(CertificateOrder).where(
-                    CertificateOrder.account_id == principal.account_id,
-                    CertificateOrder.idempotency_key == idempotency_key,
-                )
+        if row is None:  # a retry that took over an abandoned key: what it already made
+            row = await conn.fetchrow(
+                "SELECT * FROM certificate_order WHERE account_id = $1 AND idempotency_key = $2",
+                principal.account_id,
+                idempotency_key,
             )
-            assert existing is not None
-            return existing, None
+            return CertificateOrder(**row), None
+        order = CertificateOrder(**row)
         if method == "card":
             return order, card_token
         posting = await post_entry(
-            session,
+            conn,
             account_id=principal.account_id,
             type="order",
             amount_cents=-order.amount_cents,
@@ -174,7 +173,7 @@ async def create_order(
             )
         return order, None
 
-    order, card_token = await in_transaction(session, place)
+    order, card_token = await in_raw_transaction(engine_of(session), place)
     if card_token is None:
         return order
     try:
@@ -190,6 +189,15 @@ async def create_order(
         logger.warning("order %s: gateway outcome unknown, left pending_payment", order.id)
         return order
     return await settle_card_order(session, order.id, charge, None)
+
+
+_INSERT_ORDER = """
+    INSERT INTO certificate_order (id, account_id, idempotency_key, product_id, common_name,
+        sans, validity_years, amount_cents, payment_method, status)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    ON CONFLICT ON CONSTRAINT uq_certificate_order_account_id_key DO NOTHING
+    RETURNING *
+"""
 
 
 def order_charge_key(order_id: str) -> str:
@@ -277,7 +285,7 @@ async def cancel_order(
         order.canceled_at = datetime.now(UTC)
         if order.payment_method == "balance":
             await post_entry(
-                session,
+                await driver_connection(session),
                 account_id=order.account_id,
                 type="refund",
                 amount_cents=order.amount_cents,

@@ -7,19 +7,26 @@ message carries a stable id that handlers pass on (an email's Message-ID), so a 
 drop the rare repeat.
 """
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Interval, bindparam, func, insert, select, text, update
+import asyncpg
+from sqlalchemy import Interval, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.worker.models import OutboxMessage
 
 
-async def enqueue(session: AsyncSession, topic: str, payload: dict[str, Any]) -> None:
-    """Inside the caller's transaction: the message exists exactly when the event committed."""
-    await session.execute(insert(OutboxMessage).values(topic=topic, payload=payload))
+async def enqueue(conn: asyncpg.Connection, topic: str, payload: dict[str, Any]) -> None:
+    """Inside the transaction open on `conn`: the message exists exactly when the event that
+    caused it committed."""
+    await conn.execute(
+        "INSERT INTO outbox_message (topic, payload) VALUES ($1, $2::jsonb)",
+        topic,
+        json.dumps(payload),
+    )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from app.db import driver_connection
 from app.finance.ledger import post_entry
 from app.worker import outbox
 from app.worker.models import OutboxMessage
@@ -103,7 +104,7 @@ async def test_no_email_for_a_refused_debit_or_a_rolled_back_one(
     try:
         async with app.state.session_factory() as session, session.begin():
             posting = await post_entry(
-                session,
+                await driver_connection(session),
                 account_id=admin.account_id,
                 type="adjustment",
                 amount_cents=-9_000,
