@@ -1,4 +1,7 @@
-"""Dependencies every router shares: settings and the database session."""
+"""Dependencies every router shares: settings and the database session.
+
+Every dependency is `async def`: FastAPI runs a plain `def` in a worker thread, and that
+hand-off costs more than what these do (tests/test_conventions.py checks it)."""
 
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -10,12 +13,12 @@ from app.config import Settings
 from app.gateway.base import Gateway
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     # For the hot path's single statements over a raw connection (app.db.raw_connection).
     engine: AsyncEngine = request.app.state.engine
     return engine
@@ -27,7 +30,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def client_address(request: Request) -> str:
+async def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
@@ -37,7 +40,7 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 ClientAddress = Annotated[str, Depends(client_address)]
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
 

@@ -25,7 +25,7 @@ class PageRequest:
     starting_after: str | None
 
 
-def _page_request(
+async def _page_request(
     limit: Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100.")] = 20,
     starting_after: Annotated[
         str | None,

@@ -1,12 +1,16 @@
 """The conventions of SPEC §1 every endpoint shares: request ids, security headers, body limit,
 problem+json for routing and parsing failures, pagination, and how money is read and printed."""
 
+import inspect
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from app.errors import ApiError
 from app.main import create_app
@@ -410,3 +414,37 @@ def test_amounts_are_printed_with_exactly_two_decimals(cents: int, text: str) ->
 def test_printed_amounts_read_back_to_the_same_cents() -> None:
     for cents in (1, 99, 100, 123_456, 100_000_000_000):
         assert parse_amount(format_amount(cents)) == cents
+
+
+def test_no_dependency_runs_in_a_worker_thread(app: FastAPI) -> None:
+    """FastAPI runs a plain `def` dependency in a thread pool; on every request that hand-off
+    costs more than the dependency. Every dependency of every route is async, except
+    FastAPI's own OAuth2 form class (the token endpoint only)."""
+
+    def sync_calls(dependant: Any) -> list[str]:
+        found = []
+        for dep in dependant.dependencies:
+            call = dep.call
+            target = call if inspect.isfunction(call) else type(call).__call__
+            if (
+                not inspect.isclass(call)
+                and not inspect.iscoroutinefunction(target)
+                and not (inspect.isasyncgenfunction(target))
+            ):
+                found.append(getattr(call, "__qualname__", repr(call)))
+            found += sync_calls(dep)
+        return found
+
+    def api_routes(routes: list[Any]) -> list[APIRoute]:
+        found = []
+        for route in routes:
+            if isinstance(route, APIRoute):
+                found.append(route)
+            elif hasattr(route, "original_router"):  # FastAPI's wrapper of an included router
+                found += api_routes(route.original_router.routes)
+        return found
+
+    routes = api_routes(app.routes)
+    assert len(routes) > 20
+    offenders = {f"{r.path}: {name}" for r in routes for name in sync_calls(r.dependant)}
+    assert offenders == set()
