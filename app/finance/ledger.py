@@ -27,9 +27,9 @@ _CREDIT = text(
         RETURNING balance_cents, last_entry_seq
     )
     INSERT INTO ledger_entry (id, account_id, seq, type, amount_cents, balance_after_cents,
-                              deposit_id, order_id, description)
+                              deposit_id, order_id, invoice_id, description)
     SELECT :id, :account_id, last_entry_seq, :type, :amount, balance_cents,
-           :deposit_id, :order_id, :description
+           :deposit_id, :order_id, :invoice_id, :description
     FROM moved
     RETURNING id, seq, balance_after_cents, created_at
     """
@@ -44,9 +44,9 @@ _DEBIT = text(
         RETURNING balance_cents, last_entry_seq
     )
     INSERT INTO ledger_entry (id, account_id, seq, type, amount_cents, balance_after_cents,
-                              deposit_id, order_id, description)
+                              deposit_id, order_id, invoice_id, description)
     SELECT :id, :account_id, last_entry_seq, :type, :amount, balance_cents,
-           :deposit_id, :order_id, :description
+           :deposit_id, :order_id, :invoice_id, :description
     FROM moved
     RETURNING id, seq, balance_after_cents, created_at,
         (SELECT low_balance_threshold_cents FROM finance_settings
@@ -77,6 +77,7 @@ async def post_entry(
     description: str,
     deposit_id: str | None = None,
     order_id: str | None = None,
+    invoice_id: str | None = None,
 ) -> Posting | None:
     """Move the balance by a signed amount and append its entry. A debit that would take the
     balance below zero writes nothing and returns None."""
@@ -92,6 +93,7 @@ async def post_entry(
                 "amount": amount_cents,
                 "deposit_id": deposit_id,
                 "order_id": order_id,
+                "invoice_id": invoice_id,
                 "description": description,
             },
         )

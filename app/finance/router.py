@@ -52,6 +52,7 @@ def _transaction_out(entry: LedgerEntry) -> TransactionOut:
         balance_after=entry.balance_after_cents,
         deposit_id=entry.deposit_id,
         order_id=entry.order_id,
+        invoice_id=entry.invoice_id,
         description=entry.description,
         created_at=entry.created_at,
     )
