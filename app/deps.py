@@ -1,4 +1,4 @@
-"""Dependencies every router shares: settings and the database session."""
+"""Dependencies every router shares: settings, the database session, the gateway, the clock."""
 
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.clock import Clock
 from app.config import Settings
 from app.gateway.base import Gateway
 
@@ -36,3 +37,11 @@ def get_gateway(request: Request) -> Gateway:
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+ClockDep = Annotated[Clock, Depends(get_clock)]

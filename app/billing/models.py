@@ -58,6 +58,8 @@ class Subscription(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
 
+    plan: Mapped[Plan] = relationship(lazy="raise")
+
 
 class Invoice(Base):
     """What an account owes for one period. One per account and period, whatever runs at once.

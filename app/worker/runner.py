@@ -1,7 +1,8 @@
-"""The worker: drains the outbox, reconciles payments with an unknown outcome and prunes
-expired rows, each on its own schedule. Any number of workers may run against one database
-(in API processes with RUN_WORKER=true, or as `billing worker`): the outbox is claimed with
-SKIP LOCKED and every settlement is exactly once.
+"""The worker: drains the outbox, reconciles payments with an unknown outcome, runs the
+monthly billing and its retries, and prunes expired rows, each on its own schedule. Any
+number of workers may run against one database (in API processes with RUN_WORKER=true, or as
+`billing worker`): the outbox is claimed with SKIP LOCKED, every settlement is exactly once,
+and an invoice is made and attempted once per account, period and attempt.
 """
 
 import asyncio
@@ -13,6 +14,9 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.billing.periods import period_of
+from app.billing.run import BillingReport, collect_due, create_invoices
+from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.gateway.base import Gateway
 from app.metrics import OUTBOX_MESSAGES, OUTBOX_PENDING, RECONCILED, WORKER_LAST_RUN
@@ -39,11 +43,13 @@ class Worker:
         factory: async_sessionmaker[AsyncSession],
         gateway: Gateway,
         mailer: Mailer | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.gateway = gateway
         self.mailer = mailer or create_mailer(settings)
+        self.clock = clock or SystemClock()
 
     # One pass of each task: what the schedule runs, and what tests and the CLI call.
 
@@ -57,10 +63,24 @@ class Worker:
 
     async def reconcile(self) -> ReconcileReport:
         report = await reconcile_pending(
-            self.factory, self.gateway, timedelta(seconds=self.settings.reconcile_after_seconds)
+            self.factory,
+            self.gateway,
+            self.clock,
+            timedelta(seconds=self.settings.reconcile_after_seconds),
         )
         RECONCILED.labels("settled").inc(report.settled)
         RECONCILED.labels("still_unknown").inc(report.still_unknown)
+        return report
+
+    async def bill(self) -> BillingReport:
+        """Invoice the current period (once per account, whoever runs it), then make every
+        attempt that is due: first attempts and dunning retries of any period."""
+        invoiced = await create_invoices(self.factory, self.clock, period_of(self.clock.now()))
+        report = await collect_due(
+            self.factory, self.gateway, self.clock, BillingReport(invoiced=invoiced)
+        )
+        if report.invoiced or report.paid or report.retrying or report.uncollectible:
+            logger.info("billing: %s", report)
         return report
 
     async def prune(self) -> None:
@@ -111,6 +131,7 @@ class Worker:
             group.create_task(
                 self._every("reconcile", settings.reconcile_interval_seconds, self.reconcile)
             )
+            group.create_task(self._every("billing", settings.billing_interval_seconds, self.bill))
             group.create_task(self._every("prune", settings.prune_interval_seconds, self.prune))
 
     async def _drain_forever(self) -> None:
