@@ -20,7 +20,7 @@ making invoices leaves them to the next run, or the worker's next pass, to colle
 import itertools
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import exists, func, or_, select, update
@@ -61,6 +61,7 @@ class BillingReport:
     pending: int = 0  # a card charge with no answer yet: for the reconciler
     retrying: int = 0  # the attempt failed; another is scheduled
     uncollectible: int = 0
+    errors: int = 0  # attempts that broke off on our side (logged)
 
     def count(self, invoice: Invoice) -> None:
         if invoice.status == "paid":
@@ -73,10 +74,7 @@ class BillingReport:
             self.retrying += 1
 
     def __str__(self) -> str:
-        return (
-            f"invoiced {self.invoiced}, paid {self.paid}, pending {self.pending}, "
-            f"retrying {self.retrying}, uncollectible {self.uncollectible}"
-        )
+        return ", ".join(f"{name} {count}" for name, count in asdict(self).items())
 
 
 async def bill_period(
@@ -198,8 +196,16 @@ async def collect_due(
     async with factory() as session, session.begin():
         due = list((await session.scalars(query)).all())
     for invoice_id in due:
-        async with factory() as session:
-            invoice = await collect_invoice(session, gateway, clock, invoice_id)
+        try:
+            async with factory() as session:
+                invoice = await collect_invoice(session, gateway, clock, invoice_id)
+        except Exception:
+            # One invoice must not hold up the others. What its attempt committed stands: a
+            # claim that rolled back leaves it due, a card attempt left pending is the
+            # reconciler's.
+            logger.exception("invoice %s: attempt failed", invoice_id)
+            report.errors += 1
+            continue
         if invoice is not None:
             report.count(invoice)
     return report

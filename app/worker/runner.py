@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import timedelta
 
 from sqlalchemy import text
@@ -19,7 +20,13 @@ from app.billing.run import BillingReport, collect_due, create_invoices
 from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.gateway.base import Gateway
-from app.metrics import OUTBOX_MESSAGES, OUTBOX_PENDING, RECONCILED, WORKER_LAST_RUN
+from app.metrics import (
+    BILLING_INVOICES,
+    OUTBOX_MESSAGES,
+    OUTBOX_PENDING,
+    RECONCILED,
+    WORKER_LAST_RUN,
+)
 from app.worker import outbox
 from app.worker.email import EMAIL_TOPIC, Mailer, PermanentFailure, build_message, create_mailer
 from app.worker.reconcile import ReconcileReport, reconcile_pending
@@ -79,7 +86,9 @@ class Worker:
         report = await collect_due(
             self.factory, self.gateway, self.clock, BillingReport(invoiced=invoiced)
         )
-        if report.invoiced or report.paid or report.retrying or report.uncollectible:
+        for result, count in asdict(report).items():
+            BILLING_INVOICES.labels(result).inc(count)
+        if report != BillingReport():
             logger.info("billing: %s", report)
         return report
 

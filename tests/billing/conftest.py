@@ -2,6 +2,7 @@
 and retries called the way the worker and the CLI call them, narrowed to the test's own
 accounts (the database is shared with every other test)."""
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Any
@@ -94,12 +95,17 @@ async def gateway_charges(app: FastAPI, invoice: dict[str, Any]) -> list[Charge 
 
 
 class RecordingGateway:
-    """The app's gateway, with every charge's idempotency key recorded; with `crash_on`,
-    the n-th charge raises before it reaches the gateway, as if the process died there."""
+    """The app's gateway, with every charge's idempotency key recorded. With `hang_on`, the
+    n-th charge never reaches the gateway and never returns (`hanging` is set then): a test
+    kills the run there. With `raise_on`, the n-th charge raises an unexpected error."""
 
-    def __init__(self, gateway: Gateway, crash_on: int | None = None) -> None:
+    def __init__(
+        self, gateway: Gateway, *, hang_on: int | None = None, raise_on: int | None = None
+    ) -> None:
         self.gateway = gateway
-        self.crash_on = crash_on
+        self.hang_on = hang_on
+        self.raise_on = raise_on
+        self.hanging = asyncio.Event()
         self.charged_keys: list[str] = []
 
     async def save_card(self, card: Any = None, *, token: str | None = None) -> SavedCard:
@@ -109,8 +115,11 @@ class RecordingGateway:
         self, card_token: str, amount_cents: int, *, idempotency_key: str, description: str
     ) -> Charge:
         self.charged_keys.append(idempotency_key)
-        if len(self.charged_keys) == self.crash_on:
-            raise RuntimeError("killed mid-run")
+        if len(self.charged_keys) == self.hang_on:
+            self.hanging.set()
+            await asyncio.Event().wait()
+        if len(self.charged_keys) == self.raise_on:
+            raise RuntimeError("a bug")
         return await self.gateway.charge(
             card_token, amount_cents, idempotency_key=idempotency_key, description=description
         )

@@ -39,7 +39,9 @@ async def test_bill_invoices_a_period_once_and_retry_invoices_reports(
 
     code, out, err = await billing(settings, "bill", "--period", "2019-03")
     assert code == 0, err
-    assert out.strip() == ("2019-03: invoiced 3, paid 2, pending 0, retrying 1, uncollectible 0")
+    assert out.strip() == (
+        "2019-03: invoiced 3, paid 2, pending 0, retrying 1, uncollectible 0, errors 0"
+    )
     card_invoice = await invoice_of(client, by_card, MARCH_2019)
     assert (card_invoice["status"], card_invoice["total"]) == ("paid", "80.00")
     assert (await invoice_of(client, by_balance, MARCH_2019))["payment_method"] == "balance"
@@ -48,12 +50,15 @@ async def test_bill_invoices_a_period_once_and_retry_invoices_reports(
 
     code, out, err = await billing(settings, "bill", "--period", "2019-03")
     assert code == 0, err
-    assert out.strip() == "2019-03: invoiced 0, paid 0, pending 0, retrying 0, uncollectible 0"
+    assert (
+        out.strip()
+        == "2019-03: invoiced 0, paid 0, pending 0, retrying 0, uncollectible 0, errors 0"
+    )
 
     # Its retry is due a day after the first attempt, on the system clock: not yet.
     code, out, err = await billing(settings, "retry-invoices", "--account", declined.account_id)
     assert code == 0, err
-    assert out.strip() == "invoiced 0, paid 0, pending 0, retrying 0, uncollectible 0"
+    assert out.strip() == "invoiced 0, paid 0, pending 0, retrying 0, uncollectible 0, errors 0"
     assert (await invoice_of(client, declined, MARCH_2019))["attempt_count"] == 1
 
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 import httpx
 from fastapi import FastAPI
 
+from app.billing.run import MAX_ATTEMPTS
 from app.clock import ManualClock
 from app.worker.reconcile import reconcile_pending
 from tests.billing.conftest import (
@@ -109,7 +110,7 @@ async def test_a_declined_card_is_retried_on_days_1_3_7_then_paid_or_uncollectib
     # Later passes leave both alone.
     clock.set(DECEMBER_1 + timedelta(days=20))
     assert str(await retry(app, clock, replaces, never)) == (
-        "invoiced 0, paid 0, pending 0, retrying 0, uncollectible 0"
+        "invoiced 0, paid 0, pending 0, retrying 0, uncollectible 0, errors 0"
     )
     assert (await invoice_of(client, never))["attempt_count"] == 4
 
@@ -195,3 +196,19 @@ async def test_a_charge_the_gateway_never_made_is_tried_again_at_once(
     assert (await retry(app, clock, admin)).paid == 1
     paid = await invoice_of(client, admin)
     assert [a["outcome"] for a in paid["attempts"]] == ["failed", "succeeded"]
+
+
+async def test_a_gateway_that_keeps_losing_charges_cannot_keep_an_invoice_open_for_ever(
+    app: FastAPI, client: httpx.AsyncClient, sign_up: SignUp, clock: ManualClock
+) -> None:
+    admin = await sign_up()
+    await add_card(client, admin, TIMEOUT_NOT_CHARGED)
+    await subscribe(client, admin, "cloud_small")
+    clock.set(DECEMBER_1)
+    await bill(app, clock, DECEMBER, admin)
+    for _ in range(MAX_ATTEMPTS):
+        await reconcile(app, clock)
+        await retry(app, clock, admin)
+    invoice = await invoice_of(client, admin)
+    assert (invoice["status"], invoice["attempt_count"]) == ("uncollectible", MAX_ATTEMPTS)
+    assert {a["failure_code"] for a in invoice["attempts"]} == {"charge_not_made"}

@@ -222,11 +222,14 @@ async def test_a_run_killed_mid_way_then_run_again_charges_every_invoice_once(
         await subscribe(client, member, "cloud_large")
         members.append(member)
     clock.set(DECEMBER_1)
-    # The run dies as it is about to charge its second invoice: one paid, one attempt
+    # The run is killed as it is about to charge its second invoice: one paid, one attempt
     # committed as pending whose charge never left, one invoice not attempted at all.
-    crashing = RecordingGateway(app.state.gateway, crash_on=2)
-    with pytest.raises(RuntimeError, match="killed mid-run"):
-        await bill(app, clock, DECEMBER, *members, gateway=crashing)
+    crashing = RecordingGateway(app.state.gateway, hang_on=2)
+    run = asyncio.create_task(bill(app, clock, DECEMBER, *members, gateway=crashing))
+    await crashing.hanging.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
     before = [await invoice_of(client, member) for member in members]
     assert sorted(i["attempt_count"] for i in before) == [0, 1, 1]
     assert sorted(i["status"] for i in before) == ["open", "open", "paid"]
@@ -256,6 +259,27 @@ async def test_a_run_killed_mid_way_then_run_again_charges_every_invoice_once(
         assert [c.status if c else None for c in charges].count("succeeded") == 1
         assert charges[-1] is None
     assert len(set(crashing.charged_keys + rerun.charged_keys)) == 4
+
+
+async def test_an_unexpected_error_on_one_invoice_does_not_hold_up_the_others(
+    app: FastAPI, client: httpx.AsyncClient, sign_up: SignUp, clock: ManualClock
+) -> None:
+    members = []
+    for _ in range(3):
+        member = await sign_up()
+        await add_card(client, member)
+        await subscribe(client, member, "support")
+        members.append(member)
+    clock.set(DECEMBER_1)
+    broken = RecordingGateway(app.state.gateway, raise_on=1)
+    report = await bill(app, clock, DECEMBER, *members, gateway=broken)
+    assert (report.invoiced, report.paid, report.errors) == (3, 2, 1)
+    # Its attempt was committed as pending: the reconciler finds no charge, and the next
+    # pass charges it.
+    await reconcile_pending(app.state.session_factory, app.state.gateway, clock, timedelta(0))
+    assert (await bill(app, clock, DECEMBER, *members)).paid == 1
+    statuses = [(await invoice_of(client, member))["status"] for member in members]
+    assert statuses == ["paid"] * 3
 
 
 async def test_a_run_that_made_invoices_then_died_leaves_them_to_the_next_run(
