@@ -159,7 +159,11 @@ async def list_invoices(
 
 async def get_invoice(session: AsyncSession, principal: Principal, invoice_id: str) -> Invoice:
     async with session.begin():
-        invoice = await session.scalar(_invoices_of(principal).where(Invoice.id == invoice_id))
+        return await _load_invoice(session, principal, invoice_id)
+
+
+async def _load_invoice(session: AsyncSession, principal: Principal, invoice_id: str) -> Invoice:
+    invoice = await session.scalar(_invoices_of(principal).where(Invoice.id == invoice_id))
     if invoice is None:
         raise NotFound("invoice")
     return invoice
@@ -169,9 +173,7 @@ async def render_invoice_pdf(
     session: AsyncSession, settings: Settings, principal: Principal, invoice_id: str
 ) -> bytes:
     async with session.begin():
-        invoice = await session.scalar(_invoices_of(principal).where(Invoice.id == invoice_id))
-        if invoice is None:
-            raise NotFound("invoice")
+        invoice = await _load_invoice(session, principal, invoice_id)
         billing = await session.get(BillingInfo, principal.account_id)
     return await render_pdf(
         settings, invoice_receipt(invoice, billed_to(principal.account, billing))

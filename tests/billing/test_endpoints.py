@@ -226,9 +226,14 @@ async def test_another_accounts_subscriptions_invoices_and_receipts_are_404(
 
 
 async def test_an_invoice_lists_its_lines_attempts_and_payment(
-    app: FastAPI, client: httpx.AsyncClient, sign_up: SignUp, clock: ManualClock
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    sign_up: SignUp,
+    add_user: AddUser,
+    clock: ManualClock,
 ) -> None:
     admin = await sign_up()
+    finance = await add_user(admin, "finance")
     await add_card(client, admin)
     small = await subscribe(client, admin, "cloud_small")
     support = await subscribe(client, admin, "support")
@@ -236,7 +241,7 @@ async def test_an_invoice_lists_its_lines_attempts_and_payment(
     await bill(app, clock, DECEMBER, admin)
 
     [listed] = await invoices_of(client, admin)
-    invoice = (await client.get(f"/v1/invoices/{listed['id']}", headers=admin.headers)).json()
+    invoice = (await client.get(f"/v1/invoices/{listed['id']}", headers=finance.headers)).json()
     assert invoice == listed
     assert invoice["id"].startswith("inv_")
     assert invoice["period_start"] == "2026-12-01"

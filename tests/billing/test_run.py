@@ -177,6 +177,18 @@ async def assert_billed_once(
             assert none is None
 
 
+async def card_subscribers(
+    client: httpx.AsyncClient, sign_up: SignUp, plan_id: str, count: int = 3
+) -> list[Member]:
+    members = []
+    for _ in range(count):
+        member = await sign_up()
+        await add_card(client, member)
+        await subscribe(client, member, plan_id)
+        members.append(member)
+    return members
+
+
 async def test_two_runs_at_once_bill_each_account_and_period_once(
     app: FastAPI, client: httpx.AsyncClient, sign_up: SignUp, clock: ManualClock
 ) -> None:
@@ -215,12 +227,7 @@ async def test_the_database_refuses_a_second_invoice_for_an_account_and_period(
 async def test_a_run_killed_mid_way_then_run_again_charges_every_invoice_once(
     app: FastAPI, client: httpx.AsyncClient, sign_up: SignUp, clock: ManualClock
 ) -> None:
-    members = []
-    for _ in range(3):
-        member = await sign_up()
-        await add_card(client, member)
-        await subscribe(client, member, "cloud_large")
-        members.append(member)
+    members = await card_subscribers(client, sign_up, "cloud_large")
     clock.set(DECEMBER_1)
     # The run is killed as it is about to charge its second invoice: one paid, one attempt
     # committed as pending whose charge never left, one invoice not attempted at all.
@@ -264,12 +271,7 @@ async def test_a_run_killed_mid_way_then_run_again_charges_every_invoice_once(
 async def test_an_unexpected_error_on_one_invoice_does_not_hold_up_the_others(
     app: FastAPI, client: httpx.AsyncClient, sign_up: SignUp, clock: ManualClock
 ) -> None:
-    members = []
-    for _ in range(3):
-        member = await sign_up()
-        await add_card(client, member)
-        await subscribe(client, member, "support")
-        members.append(member)
+    members = await card_subscribers(client, sign_up, "support")
     clock.set(DECEMBER_1)
     broken = RecordingGateway(app.state.gateway, raise_on=1)
     report = await bill(app, clock, DECEMBER, *members, gateway=broken)
