@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Annotated, TypeVar
 
 import typer
@@ -19,6 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.schemas import SignupIn
 from app.accounts.service import create_account as create_account_service
+from app.billing.models import Invoice, InvoiceAttempt
+from app.billing.periods import parse_period
+from app.billing.run import bill_period, collect_due
+from app.clock import SystemClock
 from app.config import Settings
 from app.db import create_engine, create_session_factory
 from app.errors import ApiError
@@ -142,14 +146,17 @@ def reconcile(
         ),
     ] = None,
 ) -> None:
-    """Settle pending deposits, card orders and refunds now, by asking the gateway."""
+    """Settle pending deposits, card orders, refunds and invoice attempts now, by asking the
+    gateway."""
     settings = _settings()
     gateway = _gateway(settings)
     age = settings.reconcile_after_seconds if older_than is None else older_than
 
     async def work(factory: Factory) -> None:
         try:
-            report = await reconcile_pending(factory, gateway, timedelta(seconds=age))
+            report = await reconcile_pending(
+                factory, gateway, SystemClock(), timedelta(seconds=age)
+            )
         finally:
             await gateway.aclose()
         typer.echo(f"settled {report.settled}, still unknown {report.still_unknown}")
@@ -159,7 +166,8 @@ def reconcile(
 
 @cli.command()
 def pending() -> None:
-    """List payments whose outcome is not known yet."""
+    """List payments whose outcome is not known yet (deposits, card orders, refunds, card
+    attempts at invoices)."""
 
     async def work(factory: Factory) -> None:
         async with factory() as session, session.begin():
@@ -184,14 +192,35 @@ def pending() -> None:
                 )
                 .order_by(CertificateOrder.created_at)
             )
-            lines = [
-                f"deposit  {id_}  {account}  {format_amount(cents):>12}  {_age(wait)}"
-                for id_, account, cents, wait in deposits
-            ] + [
-                f"{'order' if status == 'pending_payment' else 'refund':<7}  {id_}  {account}  "
-                f"{format_amount(cents):>12}  {_age(wait)}"
-                for id_, account, cents, wait, status in orders
-            ]
+            attempt_age = func.clock_timestamp() - InvoiceAttempt.created_at
+            attempts = await session.execute(
+                select(
+                    InvoiceAttempt.invoice_id,
+                    InvoiceAttempt.number,
+                    Invoice.account_id,
+                    InvoiceAttempt.amount_cents,
+                    attempt_age,
+                )
+                .join(Invoice, Invoice.id == InvoiceAttempt.invoice_id)
+                .where(InvoiceAttempt.outcome == "pending")
+                .order_by(InvoiceAttempt.created_at)
+            )
+            lines = (
+                [
+                    f"deposit  {id_}  {account}  {format_amount(cents):>12}  {_age(wait)}"
+                    for id_, account, cents, wait in deposits
+                ]
+                + [
+                    f"{'order' if status == 'pending_payment' else 'refund':<7}  {id_}  "
+                    f"{account}  {format_amount(cents):>12}  {_age(wait)}"
+                    for id_, account, cents, wait, status in orders
+                ]
+                + [
+                    f"invoice  {id_}  {account}  {format_amount(cents):>12}  {_age(wait)}  "
+                    f"attempt {number}"
+                    for id_, number, account, cents, wait in attempts
+                ]
+            )
         typer.echo("\n".join(lines) if lines else "no pending payments")
 
     _run(work)
@@ -199,6 +228,63 @@ def pending() -> None:
 
 def _age(wait: timedelta) -> str:
     return f"{int(wait.total_seconds())}s"
+
+
+def _period(text: str) -> date:
+    try:
+        return parse_period(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+AccountsOption = Annotated[
+    list[str] | None,
+    typer.Option("--account", help="Only this account (acct_...); repeat for several."),
+]
+
+
+@cli.command()
+def bill(
+    period: Annotated[
+        date,
+        typer.Option(parser=_period, metavar="YYYY-MM", help="The month to bill, e.g. 2026-12."),
+    ],
+    accounts: AccountsOption = None,
+) -> None:
+    """Invoice every account with active subscriptions for a period (at most once per account
+    and period, however often it runs) and collect the period's due invoices."""
+    settings = _settings()
+    gateway = _gateway(settings)
+
+    async def work(factory: Factory) -> None:
+        try:
+            report = await bill_period(
+                factory, gateway, SystemClock(), period, account_ids=accounts or None
+            )
+        finally:
+            await gateway.aclose()
+        typer.echo(f"{period:%Y-%m}: {report}")
+
+    _run(work, settings)
+
+
+@cli.command("retry-invoices")
+def retry_invoices(accounts: AccountsOption = None) -> None:
+    """Make every due attempt at open invoices of any period now: first attempts a run did
+    not get to, and dunning retries (days 1, 3 and 7 after the first attempt)."""
+    settings = _settings()
+    gateway = _gateway(settings)
+
+    async def work(factory: Factory) -> None:
+        try:
+            report = await collect_due(
+                factory, gateway, SystemClock(), account_ids=accounts or None
+            )
+        finally:
+            await gateway.aclose()
+        typer.echo(str(report))
+
+    _run(work, settings)
 
 
 @cli.command("dead-letters")

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     deposit_min_cents: int = 1_000
     deposit_max_cents: int = 10_000_000
 
+    # The monthly billing run and its retries, as often as this (any number of workers).
+    billing_interval_seconds: float = 300.0
+    # Who issues invoices and receipts, as printed on their PDFs.
+    vendor_name: str = "Example Hosting & Certificates Ltd"
+    vendor_address: str = "1 Example Street, London EC1A 1AA, United Kingdom"
+
     @model_validator(mode="after")
     def _reconcile_after_the_gateway_gave_up(self) -> "Settings":
         # A payment younger than the gateway timeout may still be in flight: asking the

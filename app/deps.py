@@ -1,4 +1,4 @@
-"""Dependencies every router shares: settings and the database session.
+"""Dependencies every router shares: settings, the database session, the gateway, the clock.
 
 Every dependency is `async def`: FastAPI runs a plain `def` in a worker thread, and that
 hand-off costs more than what these do (tests/test_conventions.py checks it)."""
@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.clock import Clock
 from app.config import Settings
 from app.gateway.base import Gateway
 
@@ -46,3 +47,11 @@ async def get_gateway(request: Request) -> Gateway:
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+async def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+ClockDep = Annotated[Clock, Depends(get_clock)]

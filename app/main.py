@@ -13,6 +13,8 @@ from fastapi.openapi.utils import get_openapi
 
 from app.accounts.router import router as accounts_router
 from app.auth.router import router as auth_router
+from app.billing.router import router as billing_router
+from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
 from app.db import create_engine, create_session_factory
 from app.errors import PROBLEM_CONTENT_TYPE, Problem, install_error_handlers
@@ -26,11 +28,14 @@ from app.worker.runner import Worker
 
 API_VERSION = "1.0.0"
 DESCRIPTION = """Billing back end: account settings, card on file, prepaid balance,
-deposits and certificate orders. Every error is RFC 9457 problem details with a stable `code`."""
+deposits, certificate orders, and monthly subscriptions with their invoices. Every error is
+RFC 9457 problem details with a stable `code`."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    """The application; `clock` is the time the billing rules see (tests pass one they move)."""
     settings = settings or get_settings()
+    clock = clock or SystemClock()
     if len(settings.secret_key) < 32:
         raise RuntimeError("SECRET_KEY must be set to at least 32 characters")
     engine = create_engine(settings)
@@ -42,7 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker_task = None
         if settings.run_worker:
-            worker_task = asyncio.create_task(Worker(settings, session_factory, gateway).run())
+            worker_task = asyncio.create_task(
+                Worker(settings, session_factory, gateway, clock=clock).run()
+            )
         yield
         if worker_task is not None:
             worker_task.cancel()
@@ -61,8 +68,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = session_factory
     app.state.gateway = gateway
+    app.state.clock = clock
 
-    routers = (ops_router, accounts_router, auth_router, card_router, finance_router, orders_router)
+    routers = (
+        ops_router,
+        accounts_router,
+        auth_router,
+        card_router,
+        finance_router,
+        orders_router,
+        billing_router,
+    )
     for router in routers:
         app.include_router(router)
     install_error_handlers(app)

@@ -23,6 +23,12 @@ RECONCILED = Counter(
     "Payments with an unknown outcome looked up at the gateway, by result.",
     ["result"],
 )
+BILLING_INVOICES = Counter(
+    "billing_invoices_total",
+    "The worker's billing passes: invoices made, and attempts by result (paid, pending, "
+    "retrying, uncollectible, errors).",
+    ["result"],
+)
 WORKER_LAST_RUN = Gauge(
     "worker_last_run_timestamp_seconds", "When a worker task last completed.", ["task"]
 )

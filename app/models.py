@@ -2,6 +2,7 @@
 
 from app.accounts.models import Account, BillingInfo, User
 from app.auth.models import ApiKey, AuthEvent
+from app.billing.models import Invoice, InvoiceAttempt, InvoiceLine, Plan, Subscription
 from app.finance.models import AccountBalance, Deposit, FinanceSettings, LedgerEntry
 from app.idempotency_models import IdempotencyKey
 from app.orders.models import CertificateOrder, Product
@@ -19,8 +20,13 @@ __all__ = [
     "Deposit",
     "FinanceSettings",
     "IdempotencyKey",
+    "Invoice",
+    "InvoiceAttempt",
+    "InvoiceLine",
     "LedgerEntry",
     "OutboxMessage",
+    "Plan",
     "Product",
+    "Subscription",
     "User",
 ]

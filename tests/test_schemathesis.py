@@ -29,9 +29,10 @@ from app.main import create_app
 from app.openapi_dump import served_schema
 from tests.conftest import PASSWORD, make_settings, unique_email
 
-# The foundation (SPEC §2, §3 and §13). The money domains (card, finance, orders) need a card
-# on file and a balance to get past their error paths; they belong with their own fixtures.
-FOUNDATION_TAGS = ["operations", "account", "users", "auth"]
+# The foundation (SPEC §2, §3 and §13), and plans, subscriptions and invoices (§11: they move
+# no money when called). The money domains (card, finance, orders) need a card on file and a
+# balance to get past their error paths; they belong with their own fixtures.
+FOUNDATION_TAGS = ["operations", "account", "users", "auth", "billing"]
 
 # Negative data is still sent (invalid bodies, parameters and headers must get a 4xx
 # problem, never a 5xx), but negative_data_rejection and positive_data_acceptance are left

@@ -25,8 +25,8 @@ _CREDIT = """
         RETURNING balance_cents, last_entry_seq
     )
     INSERT INTO ledger_entry (id, account_id, seq, type, amount_cents, balance_after_cents,
-                              deposit_id, order_id, description)
-    SELECT $1, $2, last_entry_seq, $3, $4, balance_cents, $5, $6, $7
+                              deposit_id, order_id, invoice_id, description)
+    SELECT $1, $2, last_entry_seq, $3, $4, balance_cents, $5, $6, $8, $7
     FROM moved
     RETURNING id, seq, balance_after_cents, created_at
 """
@@ -39,8 +39,8 @@ _DEBIT = """
         RETURNING balance_cents, last_entry_seq
     )
     INSERT INTO ledger_entry (id, account_id, seq, type, amount_cents, balance_after_cents,
-                              deposit_id, order_id, description)
-    SELECT $1, $2, last_entry_seq, $3, $4, balance_cents, $5, $6, $7
+                              deposit_id, order_id, invoice_id, description)
+    SELECT $1, $2, last_entry_seq, $3, $4, balance_cents, $5, $6, $8, $7
     FROM moved
     RETURNING id, seq, balance_after_cents, created_at,
         (SELECT low_balance_threshold_cents FROM finance_settings
@@ -70,6 +70,7 @@ async def post_entry(
     description: str,
     deposit_id: str | None = None,
     order_id: str | None = None,
+    invoice_id: str | None = None,
 ) -> Posting | None:
     """Move the balance by a signed amount and append its entry, inside the transaction open
     on `conn` (`driver_connection(session)` from an ORM transaction). A debit that would take
@@ -84,6 +85,7 @@ async def post_entry(
         deposit_id,
         order_id,
         description,
+        invoice_id,
     )
     if row is None:
         return None

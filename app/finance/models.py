@@ -72,15 +72,19 @@ class LedgerEntry(Base):
         UniqueConstraint("account_id", "seq", name="uq_ledger_entry_account_id_seq"),
         CheckConstraint("balance_after_cents >= 0", name="balance_after_not_negative"),
         CheckConstraint("amount_cents <> 0", name="amount_not_zero"),
-        CheckConstraint("type IN ('deposit', 'order', 'refund', 'adjustment')", name="type"),
+        CheckConstraint(
+            "type IN ('deposit', 'order', 'refund', 'adjustment', 'invoice')", name="type"
+        ),
         CheckConstraint(
             "(type = 'deposit' AND amount_cents > 0 AND deposit_id IS NOT NULL)"
             " OR (type = 'order' AND amount_cents < 0 AND order_id IS NOT NULL)"
             " OR (type = 'refund' AND amount_cents > 0 AND order_id IS NOT NULL)"
+            " OR (type = 'invoice' AND amount_cents < 0 AND invoice_id IS NOT NULL)"
             " OR type = 'adjustment'",
             name="type_matches_amount",
         ),
-        # A deposit is credited once and an order debited and refunded once, whatever retries.
+        # A deposit is credited once, an order debited and refunded once, and an invoice
+        # paid from the balance once, whatever retries.
         Index(
             "uq_ledger_entry_deposit_once",
             "deposit_id",
@@ -94,6 +98,12 @@ class LedgerEntry(Base):
             unique=True,
             postgresql_where="order_id IS NOT NULL",
         ),
+        Index(
+            "uq_ledger_entry_invoice_once",
+            "invoice_id",
+            unique=True,
+            postgresql_where="invoice_id IS NOT NULL",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -104,6 +114,7 @@ class LedgerEntry(Base):
     balance_after_cents: Mapped[int] = mapped_column(BigInteger)
     deposit_id: Mapped[str | None] = mapped_column(String(40))
     order_id: Mapped[str | None] = mapped_column(String(40))
+    invoice_id: Mapped[str | None] = mapped_column(String(40))
     description: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[datetime] = created_at_column()
 

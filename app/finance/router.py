@@ -18,6 +18,7 @@ from app.finance.schemas import (
 )
 from app.idempotency import IDEMPOTENCY_REQUIRED, IdempotencyKeyDep, IdempotentRoute
 from app.pagination import Page, PageParams
+from app.receipts import PDF_RESPONSES, pdf_response
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"], route_class=IdempotentRoute)
 
@@ -52,6 +53,7 @@ def _transaction_out(entry: LedgerEntry) -> TransactionOut:
         balance_after=entry.balance_after_cents,
         deposit_id=entry.deposit_id,
         order_id=entry.order_id,
+        invoice_id=entry.invoice_id,
         description=entry.description,
         created_at=entry.created_at,
     )
@@ -117,6 +119,20 @@ async def list_deposits(
 ) -> Page[DepositOut]:
     deposits, has_more = await service.list_deposits(session, principal, page)
     return Page(data=[deposit_out(deposit) for deposit in deposits], has_more=has_more)
+
+
+# Before /deposits/{deposit_id}, which would take "dep_x.pdf" for an id.
+@router.get(
+    "/deposits/{deposit_id}.pdf",
+    response_class=Response,
+    responses=PDF_RESPONSES,
+    summary="A deposit's PDF receipt",
+)
+async def get_deposit_pdf(
+    deposit_id: str, principal: RequireFinance, session: Session, settings: SettingsDep
+) -> Response:
+    pdf = await service.render_deposit_pdf(session, settings, principal, deposit_id)
+    return pdf_response(pdf, deposit_id)
 
 
 @router.get("/deposits/{deposit_id}", response_model=DepositOut, summary="A deposit")

@@ -57,11 +57,12 @@ class DepositOut(ResponseModel):
 
 class TransactionOut(ResponseModel):
     id: str
-    type: Literal["deposit", "order", "refund", "adjustment"]
+    type: Literal["deposit", "order", "refund", "adjustment", "invoice"]
     amount: Amount
     currency: Currency = "USD"
     balance_after: Amount
     deposit_id: str | None
     order_id: str | None
+    invoice_id: str | None
     description: str
     created_at: Timestamp

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.accounts.models import Account
+from app.accounts.models import Account, BillingInfo
 from app.auth.principal import Principal
 from app.config import Settings
 from app.db import driver_connection, in_transaction, raw_connection
@@ -28,6 +28,7 @@ from app.ids import new_id
 from app.money import format_amount
 from app.pagination import PageRequest, paginate
 from app.payment_methods.models import Card
+from app.receipts import Receipt, ReceiptLine, billed_to, card_label, render_pdf
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +236,36 @@ async def get_deposit(session: AsyncSession, principal: Principal, deposit_id: s
     if deposit is None:
         raise NotFound("deposit")
     return deposit
+
+
+async def render_deposit_pdf(
+    session: AsyncSession, settings: Settings, principal: Principal, deposit_id: str
+) -> bytes:
+    deposit = await get_deposit(session, principal, deposit_id)
+    async with session.begin():
+        billing = await session.get(BillingInfo, principal.account_id)
+    return await render_pdf(
+        settings, deposit_receipt(deposit, billed_to(principal.account, billing))
+    )
+
+
+def deposit_receipt(deposit: Deposit, billed: list[str]) -> Receipt:
+    if deposit.status == "failed":
+        status = f"Failed: the card was declined ({deposit.decline_code}); nothing was credited"
+    elif deposit.status == "pending":
+        status = "Pending: waiting for the card network's answer"
+    else:
+        status = "Succeeded: credited to the prepaid balance"
+    return Receipt(
+        title="Receipt" if deposit.status == "succeeded" else "Deposit",
+        number=deposit.id,
+        issued_at=deposit.created_at,
+        details=[("Date", f"{deposit.created_at.astimezone(UTC):%Y-%m-%d}"), ("Status", status)],
+        billed_to=billed,
+        lines=[ReceiptLine("Deposit to the prepaid account balance", deposit.amount_cents)],
+        total_cents=deposit.amount_cents,
+        payment_method=card_label(deposit.card_brand, deposit.card_last4),
+    )
 
 
 async def list_transactions(

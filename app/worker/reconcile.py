@@ -1,10 +1,10 @@
 """Settle payments whose gateway outcome was unknown: ask the gateway by the idempotency key
 we charged under, then settle exactly once (the settle functions only change a pending row).
 
-Pending deposits and card orders older than RECONCILE_AFTER_SECONDS, and refunds of
-canceled card orders the gateway has not confirmed. The worker runs this on its schedule;
-`billing reconcile` runs it once. Ages are measured by the database's clock, the one that
-stamped the rows, so several hosts agree on them.
+Pending deposits, card orders and card attempts at invoices older than
+RECONCILE_AFTER_SECONDS, and refunds of canceled card orders the gateway has not confirmed.
+The worker runs this on its schedule; `billing reconcile` runs it once. Ages are measured by
+the database's clock, the one that stamped the rows, so several hosts agree on them.
 """
 
 import logging
@@ -14,6 +14,9 @@ from datetime import timedelta
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.billing.models import InvoiceAttempt
+from app.billing.run import attempt_charge_key, settle_attempt
+from app.clock import Clock
 from app.finance.models import Deposit
 from app.finance.service import deposit_charge_key, settle_deposit
 from app.gateway.base import Gateway, GatewayUnavailable
@@ -30,7 +33,10 @@ class ReconcileReport:
 
 
 async def reconcile_pending(
-    factory: async_sessionmaker[AsyncSession], gateway: Gateway, older_than: timedelta
+    factory: async_sessionmaker[AsyncSession],
+    gateway: Gateway,
+    clock: Clock,
+    older_than: timedelta,
 ) -> ReconcileReport:
     report = ReconcileReport()
     cutoff = func.clock_timestamp() - older_than
@@ -67,6 +73,14 @@ async def reconcile_pending(
                     )
                 ).all()
             )
+            attempts = (
+                await session.execute(
+                    select(InvoiceAttempt.invoice_id, InvoiceAttempt.number)
+                    .where(InvoiceAttempt.outcome == "pending", InvoiceAttempt.created_at < cutoff)
+                    .order_by(InvoiceAttempt.created_at)
+                    .limit(500)
+                )
+            ).all()
         for deposit_id in deposit_ids:
             try:
                 charge = await gateway.find_charge(deposit_charge_key(deposit_id))
@@ -92,5 +106,16 @@ async def reconcile_pending(
             except GatewayUnavailable:
                 report.still_unknown += 1
                 continue
+            report.settled += 1
+        for invoice_id, number in attempts:
+            try:
+                charge = await gateway.find_charge(attempt_charge_key(invoice_id, number))
+            except GatewayUnavailable:
+                report.still_unknown += 1
+                continue
+            # No charge under our key: it never happened (charge_not_made), and the invoice
+            # moves on to its next retry.
+            decline = charge.decline_code if charge else None
+            await settle_attempt(session, clock, invoice_id, number, charge, decline)
             report.settled += 1
     return report

@@ -1,21 +1,32 @@
-"""The worker: drains the outbox, reconciles payments with an unknown outcome and prunes
-expired rows, each on its own schedule. Any number of workers may run against one database
-(in API processes with RUN_WORKER=true, or as `billing worker`): the outbox is claimed with
-SKIP LOCKED and every settlement is exactly once.
+"""The worker: drains the outbox, reconciles payments with an unknown outcome, runs the
+monthly billing and its retries, and prunes expired rows, each on its own schedule. Any
+number of workers may run against one database (in API processes with RUN_WORKER=true, or as
+`billing worker`): the outbox is claimed with SKIP LOCKED, every settlement is exactly once,
+and an invoice is made and attempted once per account, period and attempt.
 """
 
 import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.billing.periods import period_of
+from app.billing.run import BillingReport, collect_due, create_invoices
+from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.gateway.base import Gateway
-from app.metrics import OUTBOX_MESSAGES, OUTBOX_PENDING, RECONCILED, WORKER_LAST_RUN
+from app.metrics import (
+    BILLING_INVOICES,
+    OUTBOX_MESSAGES,
+    OUTBOX_PENDING,
+    RECONCILED,
+    WORKER_LAST_RUN,
+)
 from app.worker import outbox
 from app.worker.email import EMAIL_TOPIC, Mailer, PermanentFailure, build_message, create_mailer
 from app.worker.reconcile import ReconcileReport, reconcile_pending
@@ -39,11 +50,13 @@ class Worker:
         factory: async_sessionmaker[AsyncSession],
         gateway: Gateway,
         mailer: Mailer | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.gateway = gateway
         self.mailer = mailer or create_mailer(settings)
+        self.clock = clock or SystemClock()
 
     # One pass of each task: what the schedule runs, and what tests and the CLI call.
 
@@ -57,10 +70,26 @@ class Worker:
 
     async def reconcile(self) -> ReconcileReport:
         report = await reconcile_pending(
-            self.factory, self.gateway, timedelta(seconds=self.settings.reconcile_after_seconds)
+            self.factory,
+            self.gateway,
+            self.clock,
+            timedelta(seconds=self.settings.reconcile_after_seconds),
         )
         RECONCILED.labels("settled").inc(report.settled)
         RECONCILED.labels("still_unknown").inc(report.still_unknown)
+        return report
+
+    async def bill(self) -> BillingReport:
+        """Invoice the current period (once per account, whoever runs it), then make every
+        attempt that is due: first attempts and dunning retries of any period."""
+        invoiced = await create_invoices(self.factory, self.clock, period_of(self.clock.now()))
+        report = await collect_due(
+            self.factory, self.gateway, self.clock, BillingReport(invoiced=invoiced)
+        )
+        for result, count in asdict(report).items():
+            BILLING_INVOICES.labels(result).inc(count)
+        if report != BillingReport():
+            logger.info("billing: %s", report)
         return report
 
     async def prune(self) -> None:
@@ -111,6 +140,7 @@ class Worker:
             group.create_task(
                 self._every("reconcile", settings.reconcile_interval_seconds, self.reconcile)
             )
+            group.create_task(self._every("billing", settings.billing_interval_seconds, self.bill))
             group.create_task(self._every("prune", settings.prune_interval_seconds, self.prune))
 
     async def _drain_forever(self) -> None:

@@ -1,0 +1,161 @@
+"""HTTP endpoints of plans, subscriptions and invoices."""
+
+from fastapi import APIRouter, Response
+
+from app.auth.principal import RequireFinance, RequireMember
+from app.billing import service
+from app.billing.models import Invoice, Plan
+from app.billing.periods import last_day
+from app.billing.schemas import (
+    InvoiceAttemptOut,
+    InvoiceLineOut,
+    InvoiceOut,
+    PlanList,
+    PlanOut,
+    SubscriptionIn,
+    SubscriptionOut,
+)
+from app.billing.service import SubscriptionView
+from app.deps import ClockDep, Session, SettingsDep
+from app.idempotency import IdempotentRoute
+from app.pagination import Page, PageParams
+from app.receipts import PDF_RESPONSES, pdf_response
+
+router = APIRouter(prefix="/v1", tags=["billing"], route_class=IdempotentRoute)
+
+
+def _plan_out(plan: Plan) -> PlanOut:
+    return PlanOut(id=plan.id, name=plan.name, monthly_price=plan.monthly_price_cents)
+
+
+def _subscription_out(view: SubscriptionView) -> SubscriptionOut:
+    subscription = view.subscription
+    period = view.current_period
+    return SubscriptionOut(
+        id=subscription.id,
+        plan_id=subscription.plan_id,
+        monthly_price=subscription.plan.monthly_price_cents,
+        status=view.status,
+        started_at=subscription.started_at,
+        current_period_start=period[0] if period else None,
+        current_period_end=period[1] if period else None,
+        cancel_at_period_end=subscription.cancel_at_period_end,
+        canceled_at=subscription.canceled_at,
+        ended_at=subscription.ended_at,
+        created_at=subscription.created_at,
+    )
+
+
+def _invoice_out(invoice: Invoice) -> InvoiceOut:
+    return InvoiceOut(
+        id=invoice.id,
+        period_start=invoice.period_start,
+        period_end=last_day(invoice.period_start),
+        status=invoice.status,
+        total=invoice.total_cents,
+        lines=[
+            InvoiceLineOut(
+                subscription_id=line.subscription_id,
+                plan_id=line.plan_id,
+                description=line.description,
+                amount=line.amount_cents,
+            )
+            for line in invoice.lines
+        ],
+        payment_method=invoice.payment_method,
+        card_brand=invoice.card_brand,
+        card_last4=invoice.card_last4,
+        attempt_count=invoice.attempt_count,
+        next_attempt_at=invoice.next_attempt_at,
+        attempts=[
+            InvoiceAttemptOut(
+                number=attempt.number,
+                attempted_at=attempt.attempted_at,
+                payment_method=attempt.payment_method,
+                outcome=attempt.outcome,
+                decline_code=attempt.decline_code,
+                failure_code=attempt.failure_code,
+                card_brand=attempt.card_brand,
+                card_last4=attempt.card_last4,
+            )
+            for attempt in invoice.attempts
+        ],
+        issued_at=invoice.issued_at,
+        paid_at=invoice.paid_at,
+        created_at=invoice.created_at,
+    )
+
+
+@router.get("/plans", response_model=PlanList, summary="The plans one can subscribe to")
+async def list_plans(principal: RequireMember, session: Session) -> PlanList:
+    return PlanList(data=[_plan_out(plan) for plan in await service.list_plans(session)])
+
+
+@router.post(
+    "/subscriptions",
+    status_code=201,
+    response_model=SubscriptionOut,
+    summary="Subscribe to a plan, billed monthly in advance from the next period",
+)
+async def create_subscription(
+    body: SubscriptionIn, principal: RequireFinance, session: Session, clock: ClockDep
+) -> SubscriptionOut:
+    view = await service.create_subscription(session, clock, principal, body)
+    return _subscription_out(view)
+
+
+@router.get("/subscriptions", response_model=Page[SubscriptionOut], summary="List subscriptions")
+async def list_subscriptions(
+    principal: RequireFinance, session: Session, clock: ClockDep, page: PageParams
+) -> Page[SubscriptionOut]:
+    views, has_more = await service.list_subscriptions(session, clock, principal, page)
+    return Page(data=[_subscription_out(view) for view in views], has_more=has_more)
+
+
+@router.get(
+    "/subscriptions/{subscription_id}", response_model=SubscriptionOut, summary="A subscription"
+)
+async def get_subscription(
+    subscription_id: str, principal: RequireFinance, session: Session, clock: ClockDep
+) -> SubscriptionOut:
+    view = await service.get_subscription(session, clock, principal, subscription_id)
+    return _subscription_out(view)
+
+
+@router.delete(
+    "/subscriptions/{subscription_id}",
+    response_model=SubscriptionOut,
+    summary="Cancel a subscription at the end of its current period (no refund)",
+)
+async def cancel_subscription(
+    subscription_id: str, principal: RequireFinance, session: Session, clock: ClockDep
+) -> SubscriptionOut:
+    view = await service.cancel_subscription(session, clock, principal, subscription_id)
+    return _subscription_out(view)
+
+
+@router.get("/invoices", response_model=Page[InvoiceOut], summary="List invoices")
+async def list_invoices(
+    principal: RequireFinance, session: Session, page: PageParams
+) -> Page[InvoiceOut]:
+    invoices, has_more = await service.list_invoices(session, principal, page)
+    return Page(data=[_invoice_out(invoice) for invoice in invoices], has_more=has_more)
+
+
+# Before /invoices/{invoice_id}, which would take "inv_x.pdf" for an id.
+@router.get(
+    "/invoices/{invoice_id}.pdf",
+    response_class=Response,
+    responses=PDF_RESPONSES,
+    summary="An invoice as a PDF (a receipt once paid)",
+)
+async def get_invoice_pdf(
+    invoice_id: str, principal: RequireFinance, session: Session, settings: SettingsDep
+) -> Response:
+    pdf = await service.render_invoice_pdf(session, settings, principal, invoice_id)
+    return pdf_response(pdf, invoice_id)
+
+
+@router.get("/invoices/{invoice_id}", response_model=InvoiceOut, summary="An invoice")
+async def get_invoice(invoice_id: str, principal: RequireFinance, session: Session) -> InvoiceOut:
+    return _invoice_out(await service.get_invoice(session, principal, invoice_id))

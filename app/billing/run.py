@@ -1,0 +1,401 @@
+"""The billing run: one invoice per account and period, collected from the account's default
+payment method, and retried on days 1, 3 and 7 after the first attempt when that fails.
+
+Exactly once, however many runs overlap or restart:
+- an invoice is inserted with ON CONFLICT (account_id, period_start) DO NOTHING: the unique
+  constraint, not a check in code, keeps a period from being billed twice;
+- an attempt is claimed with one conditional UPDATE of a due invoice that also clears
+  `next_attempt_at`: one run makes attempt n (the attempt's key, invoice and number, backs
+  that up), and no other attempt is made while it is in flight;
+- from the balance, the attempt is a ledger debit in the claim's own transaction (a unique
+  index debits an invoice once); by card, it follows the two phases of a deposit: the
+  pending attempt is committed, the card is charged outside any transaction under
+  `invoice:{id}:attempt:{n}`, and settle_attempt() records the answer once. An unknown
+  outcome stays pending until the reconciler asks the gateway.
+
+A new invoice is due at once (`next_attempt_at` = its issue time), so a run that died after
+making invoices leaves them to the next run, or the worker's next pass, to collect.
+"""
+
+import itertools
+import logging
+from collections.abc import Collection
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import Account
+from app.billing.models import Invoice, InvoiceAttempt, InvoiceLine, Plan, Subscription
+from app.billing.periods import period_name, period_start_at
+from app.clock import Clock
+from app.db import driver_connection, in_transaction
+from app.errors import ApiError
+from app.finance.ledger import post_entry
+from app.finance.payment_settings import load_payment_settings
+from app.gateway.base import CardDeclined, Charge, Gateway, GatewayUnavailable
+from app.ids import new_id
+from app.payment_methods.models import Card
+
+logger = logging.getLogger(__name__)
+
+Factory = async_sessionmaker[AsyncSession]
+
+# After the first attempt fails, retry this long after it; after the last retry fails, the
+# invoice is uncollectible. A late retry does not move the ones after it.
+RETRY_DELAYS = (timedelta(days=1), timedelta(days=3), timedelta(days=7))
+# A charge the gateway never made (a crash, or a lost request the reconciler found no trace
+# of) is our failure, not the customer's: it is tried again at once and does not move the
+# schedule on. Still, a gateway that keeps losing charges cannot keep an invoice open for
+# ever: after this many attempts in all, it is uncollectible.
+CHARGE_NOT_MADE = "charge_not_made"
+MAX_ATTEMPTS = 8
+
+
+@dataclass
+class BillingReport:
+    invoiced: int = 0
+    paid: int = 0
+    pending: int = 0  # a card charge with no answer yet: for the reconciler
+    retrying: int = 0  # the attempt failed; another is scheduled
+    uncollectible: int = 0
+    errors: int = 0  # attempts that broke off on our side (logged)
+
+    def count(self, invoice: Invoice) -> None:
+        if invoice.status == "paid":
+            self.paid += 1
+        elif invoice.status == "uncollectible":
+            self.uncollectible += 1
+        elif invoice.next_attempt_at is None:
+            self.pending += 1
+        else:
+            self.retrying += 1
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {count}" for name, count in asdict(self).items())
+
+
+async def bill_period(
+    factory: Factory,
+    gateway: Gateway,
+    clock: Clock,
+    period: date,
+    *,
+    account_ids: Collection[str] | None = None,
+) -> BillingReport:
+    """Invoice every account for `period` (once) and collect that period's due invoices.
+    `account_ids` narrows the run to some accounts (tests and one-off operator runs)."""
+    if period_start_at(period) > clock.now():
+        raise ApiError(
+            "period_not_started",
+            422,
+            f"The period {period:%Y-%m} has not started yet; periods are billed in advance, "
+            "from their first day.",
+        )
+    report = BillingReport(invoiced=await create_invoices(factory, clock, period, account_ids))
+    await collect_due(factory, gateway, clock, report, period=period, account_ids=account_ids)
+    return report
+
+
+async def create_invoices(
+    factory: Factory, clock: Clock, period: date, account_ids: Collection[str] | None = None
+) -> int:
+    """Make the missing invoices of `period`, one transaction per account; returns how many
+    this call made (an invoice another run made first is not counted)."""
+    starts = period_start_at(period)
+    query = (
+        select(Subscription.account_id, Subscription.id, Plan)
+        .join(Plan, Plan.id == Subscription.plan_id)
+        .where(
+            Subscription.started_at < starts,
+            or_(Subscription.ended_at.is_(None), Subscription.ended_at > starts),
+            ~exists().where(
+                Invoice.account_id == Subscription.account_id, Invoice.period_start == period
+            ),
+        )
+        .order_by(Subscription.account_id, Subscription.started_at, Subscription.created_at)
+    )
+    if account_ids is not None:
+        query = query.where(Subscription.account_id.in_(account_ids))
+    async with factory() as session, session.begin():
+        rows = (await session.execute(query)).all()
+    made = 0
+    for account_id, lines in itertools.groupby(rows, key=lambda row: row[0]):
+        billed = [(subscription_id, plan) for _, subscription_id, plan in lines]
+        async with factory() as session:
+            if await _create_invoice(session, clock, account_id, period, billed):
+                made += 1
+    return made
+
+
+async def _create_invoice(
+    session: AsyncSession,
+    clock: Clock,
+    account_id: str,
+    period: date,
+    billed: list[tuple[str, Plan]],
+) -> bool:
+    async def work() -> bool:
+        now = clock.now()
+        invoice_id = await session.scalar(
+            insert(Invoice)
+            .values(
+                id=new_id("inv"),
+                account_id=account_id,
+                period_start=period,
+                status="open",
+                total_cents=sum(plan.monthly_price_cents for _, plan in billed),
+                attempt_count=0,
+                issued_at=now,
+                next_attempt_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=[Invoice.account_id, Invoice.period_start])
+            .returning(Invoice.id)
+        )
+        if invoice_id is None:  # another run billed this account and period first
+            return False
+        session.add_all(
+            InvoiceLine(
+                invoice_id=invoice_id,
+                position=position,
+                subscription_id=subscription_id,
+                plan_id=plan.id,
+                description=f"{plan.name} for {period_name(period)}",
+                amount_cents=plan.monthly_price_cents,
+            )
+            for position, (subscription_id, plan) in enumerate(billed, start=1)
+        )
+        await session.flush()
+        return True
+
+    return await in_transaction(session, work)
+
+
+async def collect_due(
+    factory: Factory,
+    gateway: Gateway,
+    clock: Clock,
+    report: BillingReport | None = None,
+    *,
+    period: date | None = None,
+    account_ids: Collection[str] | None = None,
+) -> BillingReport:
+    """Attempt every open invoice whose next attempt is due (of one period, or of all)."""
+    report = report or BillingReport()
+    query = (
+        select(Invoice.id)
+        .where(Invoice.status == "open", Invoice.next_attempt_at <= clock.now())
+        .order_by(Invoice.next_attempt_at, Invoice.id)
+    )
+    if period is not None:
+        query = query.where(Invoice.period_start == period)
+    if account_ids is not None:
+        query = query.where(Invoice.account_id.in_(account_ids))
+    async with factory() as session, session.begin():
+        due = list((await session.scalars(query)).all())
+    for invoice_id in due:
+        try:
+            async with factory() as session:
+                invoice = await collect_invoice(session, gateway, clock, invoice_id)
+        except Exception:
+            # One invoice must not hold up the others. What its attempt committed stands: a
+            # claim that rolled back leaves it due, a card attempt left pending is the
+            # reconciler's.
+            logger.exception("invoice %s: attempt failed", invoice_id)
+            report.errors += 1
+            continue
+        if invoice is not None:
+            report.count(invoice)
+    return report
+
+
+def attempt_charge_key(invoice_id: str, number: int) -> str:
+    return f"invoice:{invoice_id}:attempt:{number}"
+
+
+@dataclass(frozen=True)
+class _Claim:
+    invoice: Invoice
+    number: int
+    card_token: str | None  # set when the attempt is a card charge still to make
+
+
+async def collect_invoice(
+    session: AsyncSession, gateway: Gateway, clock: Clock, invoice_id: str
+) -> Invoice | None:
+    """Make the next attempt at a due invoice; None when it is not due (any more)."""
+    claim = await in_transaction(session, lambda: _claim_attempt(session, clock, invoice_id))
+    if claim is None or claim.card_token is None:
+        return claim.invoice if claim else None
+    try:
+        charge = await gateway.charge(
+            claim.card_token,
+            claim.invoice.total_cents,
+            idempotency_key=attempt_charge_key(invoice_id, claim.number),
+            description=f"Invoice {invoice_id}",
+        )
+    except CardDeclined as declined:
+        return await settle_attempt(
+            session, clock, invoice_id, claim.number, None, declined.decline_code
+        )
+    except GatewayUnavailable:
+        logger.warning(
+            "invoice %s attempt %s: gateway outcome unknown, left pending",
+            invoice_id,
+            claim.number,
+        )
+        return claim.invoice
+    return await settle_attempt(session, clock, invoice_id, claim.number, charge, None)
+
+
+async def _claim_attempt(session: AsyncSession, clock: Clock, invoice_id: str) -> _Claim | None:
+    now = clock.now()
+    # Row locks make a second claimer wait and then find next_attempt_at cleared: one wins.
+    invoice = await session.scalar(
+        update(Invoice)
+        .where(Invoice.id == invoice_id, Invoice.status == "open", Invoice.next_attempt_at <= now)
+        .values(attempt_count=Invoice.attempt_count + 1, next_attempt_at=None)
+        .returning(Invoice),
+        execution_options={"populate_existing": True},
+    )
+    if invoice is None:
+        return None
+    account = await session.get_one(Account, invoice.account_id)
+    settings = await load_payment_settings(session, account)
+    method = settings.default_payment_method
+    attempt = InvoiceAttempt(
+        invoice_id=invoice.id,
+        number=invoice.attempt_count,
+        attempted_at=now,
+        payment_method=method,
+        amount_cents=invoice.total_cents,
+        outcome="pending",
+    )
+    invoice.payment_method = method
+    invoice.card_brand = invoice.card_last4 = None  # of this attempt, if by card
+    session.add(attempt)
+    card_token = None
+    if method is None:
+        _fail(attempt, now, "payment_method_required")
+    elif not settings.enabled(method):
+        _fail(attempt, now, "payment_method_disabled")
+    elif method == "balance":
+        posting = await post_entry(
+            await driver_connection(session),
+            account_id=invoice.account_id,
+            type="invoice",
+            amount_cents=-invoice.total_cents,
+            invoice_id=invoice.id,
+            description=f"Invoice {invoice.id}: {period_name(invoice.period_start)}",
+        )
+        if posting is None:
+            _fail(attempt, now, "insufficient_funds")
+        else:
+            attempt.outcome = "succeeded"
+            attempt.settled_at = now
+    else:
+        card = await session.get(Card, invoice.account_id)
+        if card is None:
+            _fail(attempt, now, "no_card_on_file")
+        else:
+            attempt.card_brand = invoice.card_brand = card.brand
+            attempt.card_last4 = invoice.card_last4 = card.last4
+            card_token = card.gateway_token
+    await session.flush()
+    await _apply_outcome(session, invoice, attempt, now)
+    return _Claim(invoice, attempt.number, card_token)
+
+
+def _fail(attempt: InvoiceAttempt, now: datetime, failure_code: str) -> None:
+    attempt.outcome = "failed"
+    attempt.failure_code = failure_code
+    attempt.settled_at = now
+
+
+async def settle_attempt(
+    session: AsyncSession,
+    clock: Clock,
+    invoice_id: str,
+    number: int,
+    charge: Charge | None,
+    decline_code: str | None,
+) -> Invoice:
+    """Record the gateway's definite answer for a pending card attempt, exactly once: a
+    succeeded charge pays the invoice; a declined one (decline_code), or none at all (both
+    None: the gateway never made it), schedules the next attempt or gives up."""
+
+    async def work() -> Invoice:
+        now = clock.now()
+        values: dict[str, object] = {"settled_at": now}
+        if charge is not None and charge.status == "succeeded":
+            values.update(outcome="succeeded", gateway_charge_id=charge.charge_id)
+        elif charge is None and decline_code is None:
+            values.update(outcome="failed", failure_code=CHARGE_NOT_MADE)
+        else:
+            values.update(
+                outcome="declined",
+                failure_code="card_declined",
+                decline_code=decline_code or "generic_decline",
+                gateway_charge_id=charge.charge_id if charge else None,
+            )
+        attempt = await session.scalar(
+            update(InvoiceAttempt)
+            .where(
+                InvoiceAttempt.invoice_id == invoice_id,
+                InvoiceAttempt.number == number,
+                InvoiceAttempt.outcome == "pending",
+            )
+            .values(**values)
+            .returning(InvoiceAttempt),
+            execution_options={"populate_existing": True},
+        )
+        invoice = await session.get_one(
+            Invoice, invoice_id, with_for_update=True, populate_existing=True
+        )
+        if attempt is not None:  # else settled already, by a reconciler or an earlier call
+            await _apply_outcome(session, invoice, attempt, now)
+        return invoice
+
+    return await in_transaction(session, work)
+
+
+async def _apply_outcome(
+    session: AsyncSession, invoice: Invoice, attempt: InvoiceAttempt, now: datetime
+) -> None:
+    """Move the invoice on after a settled attempt; a pending one leaves it waiting."""
+    if attempt.outcome == "succeeded":
+        invoice.status = "paid"
+        invoice.paid_at = attempt.attempted_at  # when the money moved, if we learn it later
+    elif attempt.outcome in ("declined", "failed"):
+        if invoice.attempt_count >= MAX_ATTEMPTS:
+            invoice.status = "uncollectible"
+        elif attempt.failure_code == CHARGE_NOT_MADE:
+            invoice.next_attempt_at = now  # our failure, not the customer's: try again now
+        else:
+            await _schedule_retry(session, invoice)
+    await session.flush()
+
+
+async def _schedule_retry(session: AsyncSession, invoice: Invoice) -> None:
+    failed = (
+        select(func.count())
+        .select_from(InvoiceAttempt)
+        .where(
+            InvoiceAttempt.invoice_id == invoice.id,
+            InvoiceAttempt.outcome.in_(("declined", "failed")),
+            InvoiceAttempt.failure_code != CHARGE_NOT_MADE,
+        )
+    )
+    failures = await session.scalar(failed) or 0
+    if failures > len(RETRY_DELAYS):
+        invoice.status = "uncollectible"
+        return
+    first = await session.scalar(
+        select(InvoiceAttempt.attempted_at).where(
+            InvoiceAttempt.invoice_id == invoice.id, InvoiceAttempt.number == 1
+        )
+    )
+    assert first is not None
+    invoice.next_attempt_at = first + RETRY_DELAYS[failures - 1]

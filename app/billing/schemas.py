@@ -1,0 +1,80 @@
+"""Bodies of plans, subscriptions and invoices."""
+
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from app.finance.schemas import Currency, PaymentMethod
+from app.money import Amount
+from app.schemas import RequestModel, ResponseModel, Timestamp
+
+
+class PlanOut(ResponseModel):
+    id: str
+    name: str
+    monthly_price: Amount
+    currency: Currency = "USD"
+
+
+class PlanList(ResponseModel):
+    data: list[PlanOut]
+
+
+class SubscriptionIn(RequestModel):
+    plan_id: Annotated[str, Field(min_length=1, max_length=40)]
+
+
+class SubscriptionOut(ResponseModel):
+    id: str
+    plan_id: str
+    monthly_price: Amount
+    currency: Currency = "USD"
+    status: Literal["active", "canceled"]
+    started_at: Timestamp
+    # The period being used now (a calendar month, or what is left of it after started_at);
+    # null once the subscription has ended.
+    current_period_start: Timestamp | None
+    current_period_end: Timestamp | None
+    cancel_at_period_end: bool
+    canceled_at: Timestamp | None
+    ended_at: Timestamp | None
+    created_at: Timestamp
+
+
+class InvoiceLineOut(ResponseModel):
+    subscription_id: str
+    plan_id: str
+    description: str
+    amount: Amount
+    currency: Currency = "USD"
+
+
+class InvoiceAttemptOut(ResponseModel):
+    number: int
+    attempted_at: Timestamp
+    payment_method: PaymentMethod | None
+    outcome: Literal["pending", "succeeded", "declined", "failed"]
+    decline_code: str | None
+    failure_code: str | None
+    card_brand: str | None
+    card_last4: str | None
+
+
+class InvoiceOut(ResponseModel):
+    id: str
+    period_start: date
+    period_end: date
+    status: Literal["open", "paid", "uncollectible"]
+    total: Amount
+    currency: Currency = "USD"
+    lines: list[InvoiceLineOut]
+    payment_method: PaymentMethod | None
+    card_brand: str | None
+    card_last4: str | None
+    attempt_count: int
+    next_attempt_at: Timestamp | None
+    attempts: list[InvoiceAttemptOut]
+    issued_at: Timestamp
+    paid_at: Timestamp | None
+    created_at: Timestamp

@@ -1,0 +1,217 @@
+"""Rules of recurring charges as clients see them: plans, subscribing and canceling, and
+reading invoices. The monthly run that makes and collects invoices is in billing/run.py.
+
+Subscriptions are billed in advance for calendar months (UTC): the invoice of a period bills
+every subscription started before the period began and not ended by then. A subscription
+started mid-month is first billed for the next period (no proration: the rest of its first
+month is free). Canceling ends it at the end of the current period; that period is not
+refunded and no later one is billed.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from app.accounts.models import BillingInfo
+from app.auth.principal import Principal
+from app.billing.models import Invoice, Plan, Subscription
+from app.billing.periods import last_day, next_period, period_name, period_of, period_start_at
+from app.billing.schemas import SubscriptionIn
+from app.clock import Clock
+from app.config import Settings
+from app.db import in_transaction
+from app.errors import NotFound, validation_error
+from app.ids import new_id
+from app.pagination import PageRequest, paginate
+from app.receipts import Receipt, ReceiptLine, billed_to, card_label, render_pdf
+
+
+async def list_plans(session: AsyncSession) -> list[Plan]:
+    async with session.begin():
+        return list((await session.scalars(select(Plan).order_by(Plan.position))).all())
+
+
+# Subscriptions
+
+
+@dataclass(frozen=True)
+class SubscriptionView:
+    """A subscription (with its plan) seen at a moment of the billing clock."""
+
+    subscription: Subscription
+    now: datetime
+
+    @property
+    def status(self) -> str:
+        ended_at = self.subscription.ended_at
+        return "canceled" if ended_at is not None and ended_at <= self.now else "active"
+
+    @property
+    def current_period(self) -> tuple[datetime, datetime] | None:
+        """The part of this calendar month the subscription covers; None once it ended."""
+        if self.status == "canceled":
+            return None
+        period = period_of(self.now)
+        start = max(period_start_at(period), self.subscription.started_at)
+        return start, period_start_at(next_period(period))
+
+
+async def create_subscription(
+    session: AsyncSession, clock: Clock, principal: Principal, body: SubscriptionIn
+) -> SubscriptionView:
+    async def work() -> SubscriptionView:
+        plan = await session.get(Plan, body.plan_id)
+        if plan is None:
+            raise validation_error("body.plan_id", "is not a plan; see GET /v1/plans")
+        subscription = Subscription(
+            id=new_id("sub"),
+            account_id=principal.account_id,
+            plan=plan,
+            started_at=clock.now(),
+            cancel_at_period_end=False,
+        )
+        session.add(subscription)
+        await session.flush()
+        return SubscriptionView(subscription, clock.now())
+
+    return await in_transaction(session, work)
+
+
+def _subscriptions_of(principal: Principal) -> Select[Subscription]:
+    return (
+        select(Subscription)
+        .where(Subscription.account_id == principal.account_id)
+        .options(selectinload(Subscription.plan))
+    )
+
+
+async def list_subscriptions(
+    session: AsyncSession, clock: Clock, principal: Principal, page: PageRequest
+) -> tuple[list[SubscriptionView], bool]:
+    async with session.begin():
+        subscriptions, has_more = await paginate(
+            session, _subscriptions_of(principal), Subscription, page
+        )
+    now = clock.now()
+    return [SubscriptionView(subscription, now) for subscription in subscriptions], has_more
+
+
+async def get_subscription(
+    session: AsyncSession, clock: Clock, principal: Principal, subscription_id: str
+) -> SubscriptionView:
+    async with session.begin():
+        subscription = await _load_subscription(session, principal, subscription_id)
+    return SubscriptionView(subscription, clock.now())
+
+
+async def _load_subscription(
+    session: AsyncSession, principal: Principal, subscription_id: str, *, for_update: bool = False
+) -> Subscription:
+    query = _subscriptions_of(principal).where(Subscription.id == subscription_id)
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    subscription = await session.scalar(query)
+    if subscription is None:
+        raise NotFound("subscription")
+    return subscription
+
+
+async def cancel_subscription(
+    session: AsyncSession, clock: Clock, principal: Principal, subscription_id: str
+) -> SubscriptionView:
+    """End the subscription when its current period ends. Canceling again changes nothing."""
+
+    async def work() -> SubscriptionView:
+        subscription = await _load_subscription(
+            session, principal, subscription_id, for_update=True
+        )
+        now = clock.now()
+        if not subscription.cancel_at_period_end:
+            subscription.cancel_at_period_end = True
+            subscription.canceled_at = now
+            subscription.ended_at = period_start_at(next_period(period_of(now)))
+            await session.flush()
+        return SubscriptionView(subscription, now)
+
+    return await in_transaction(session, work)
+
+
+# Invoices
+
+
+def _invoices_of(principal: Principal) -> Select[Invoice]:
+    return (
+        select(Invoice)
+        .where(Invoice.account_id == principal.account_id)
+        .options(selectinload(Invoice.lines), selectinload(Invoice.attempts))
+    )
+
+
+async def list_invoices(
+    session: AsyncSession, principal: Principal, page: PageRequest
+) -> tuple[list[Invoice], bool]:
+    async with session.begin():
+        return await paginate(session, _invoices_of(principal), Invoice, page)
+
+
+async def get_invoice(session: AsyncSession, principal: Principal, invoice_id: str) -> Invoice:
+    async with session.begin():
+        return await _load_invoice(session, principal, invoice_id)
+
+
+async def _load_invoice(session: AsyncSession, principal: Principal, invoice_id: str) -> Invoice:
+    invoice = await session.scalar(_invoices_of(principal).where(Invoice.id == invoice_id))
+    if invoice is None:
+        raise NotFound("invoice")
+    return invoice
+
+
+async def render_invoice_pdf(
+    session: AsyncSession, settings: Settings, principal: Principal, invoice_id: str
+) -> bytes:
+    async with session.begin():
+        invoice = await _load_invoice(session, principal, invoice_id)
+        billing = await session.get(BillingInfo, principal.account_id)
+    return await render_pdf(
+        settings, invoice_receipt(invoice, billed_to(principal.account, billing))
+    )
+
+
+def invoice_receipt(invoice: Invoice, billed: list[str]) -> Receipt:
+    period = invoice.period_start
+    if invoice.status == "paid":
+        assert invoice.paid_at is not None
+        status = f"Paid on {_day(invoice.paid_at)}"
+    elif invoice.status == "uncollectible":
+        status = "Uncollectible: every attempt to collect it failed"
+    elif invoice.next_attempt_at is not None:
+        status = f"Open: payment due, next attempt on {_day(invoice.next_attempt_at)}"
+    else:
+        status = "Open: payment in progress"
+    if invoice.payment_method == "balance":
+        method = "Prepaid account balance"
+    elif invoice.payment_method == "card":
+        method = card_label(invoice.card_brand, invoice.card_last4)
+    else:
+        method = "None: no default payment method"
+    return Receipt(
+        title="Receipt" if invoice.status == "paid" else "Invoice",
+        number=invoice.id,
+        issued_at=invoice.issued_at,
+        details=[
+            ("Period", f"{period_name(period)} ({period} to {last_day(period)})"),
+            ("Issued", _day(invoice.issued_at)),
+            ("Status", status),
+        ],
+        billed_to=billed,
+        lines=[ReceiptLine(line.description, line.amount_cents) for line in invoice.lines],
+        total_cents=invoice.total_cents,
+        payment_method=method,
+    )
+
+
+def _day(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d}"

@@ -1,0 +1,72 @@
+"""`billing bill --period` and `billing retry-invoices`, run as operators run them: in a
+process of their own, on the system clock, checked through the public API.
+
+The subscriptions date from February 2019 on the app's clock, so March 2019 is a period no
+other test bills."""
+
+from datetime import UTC, date, datetime
+
+import httpx
+from fastapi import FastAPI
+
+from app.clock import ManualClock
+from app.config import Settings
+from tests.billing.conftest import invoice_of, subscribe
+from tests.conftest import SignUp
+from tests.money import CHARGES_DECLINED, add_card, fund
+from tests.test_cli import billing
+
+MARCH_2019 = date(2019, 3, 1)
+
+
+async def test_bill_invoices_a_period_once_and_retry_invoices_reports(
+    app: FastAPI, settings: Settings, client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    by_card = await sign_up()
+    await add_card(client, by_card)
+    by_balance = await sign_up()
+    await fund(client, by_balance, "100.00")
+    declined = await sign_up()
+    await add_card(client, declined, CHARGES_DECLINED)
+    previous = app.state.clock
+    app.state.clock = ManualClock(datetime(2019, 2, 10, 12, 0, tzinfo=UTC))
+    try:
+        await subscribe(client, by_card, "cloud_large")
+        await subscribe(client, by_balance, "support")
+        await subscribe(client, declined, "cloud_small")
+    finally:
+        app.state.clock = previous
+
+    code, out, err = await billing(settings, "bill", "--period", "2019-03")
+    assert code == 0, err
+    assert out.strip() == (
+        "2019-03: invoiced 3, paid 2, pending 0, retrying 1, uncollectible 0, errors 0"
+    )
+    card_invoice = await invoice_of(client, by_card, MARCH_2019)
+    assert (card_invoice["status"], card_invoice["total"]) == ("paid", "80.00")
+    assert (await invoice_of(client, by_balance, MARCH_2019))["payment_method"] == "balance"
+    open_invoice = await invoice_of(client, declined, MARCH_2019)
+    assert open_invoice["status"] == "open"
+
+    code, out, err = await billing(settings, "bill", "--period", "2019-03")
+    assert code == 0, err
+    assert (
+        out.strip()
+        == "2019-03: invoiced 0, paid 0, pending 0, retrying 0, uncollectible 0, errors 0"
+    )
+
+    # Its retry is due a day after the first attempt, on the system clock: not yet.
+    code, out, err = await billing(settings, "retry-invoices", "--account", declined.account_id)
+    assert code == 0, err
+    assert out.strip() == "invoiced 0, paid 0, pending 0, retrying 0, uncollectible 0, errors 0"
+    assert (await invoice_of(client, declined, MARCH_2019))["attempt_count"] == 1
+
+
+async def test_bill_refuses_a_period_not_started_or_not_a_month(settings: Settings) -> None:
+    code, _, err = await billing(settings, "bill", "--period", "2099-01")
+    assert code == 1
+    assert "period_not_started" in err
+    for period in ("2026-13", "December"):
+        code, _, err = await billing(settings, "bill", "--period", period)
+        assert code == 2, period
+        assert "YYYY-MM" in err
