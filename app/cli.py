@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
@@ -22,7 +22,7 @@ from app.accounts.service import create_account as create_account_service
 from app.billing.models import Invoice, InvoiceAttempt
 from app.billing.periods import parse_period
 from app.billing.run import bill_period, collect_due
-from app.clock import SystemClock
+from app.clock import Clock, ManualClock, SystemClock
 from app.config import Settings
 from app.db import create_engine, create_session_factory
 from app.errors import ApiError
@@ -243,6 +243,29 @@ AccountsOption = Annotated[
 ]
 
 
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter("expected an ISO date and time, e.g. 2026-12-01T09:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+AsOfOption = Annotated[
+    datetime | None,
+    typer.Option(
+        parser=_moment,
+        metavar="ISO-TIME",
+        help="Run as if it were this moment (UTC unless given): to rehearse a month or a "
+        "dunning day on a test database. What it makes is dated then.",
+    ),
+]
+
+
+def _clock(as_of: datetime | None) -> Clock:
+    return ManualClock(as_of) if as_of else SystemClock()
+
+
 @cli.command()
 def bill(
     period: Annotated[
@@ -250,6 +273,7 @@ def bill(
         typer.Option(parser=_period, metavar="YYYY-MM", help="The month to bill, e.g. 2026-12."),
     ],
     accounts: AccountsOption = None,
+    as_of: AsOfOption = None,
 ) -> None:
     """Invoice every account with active subscriptions for a period (at most once per account
     and period, however often it runs) and collect the period's due invoices."""
@@ -259,7 +283,7 @@ def bill(
     async def work(factory: Factory) -> None:
         try:
             report = await bill_period(
-                factory, gateway, SystemClock(), period, account_ids=accounts or None
+                factory, gateway, _clock(as_of), period, account_ids=accounts or None
             )
         finally:
             await gateway.aclose()
@@ -269,7 +293,7 @@ def bill(
 
 
 @cli.command("retry-invoices")
-def retry_invoices(accounts: AccountsOption = None) -> None:
+def retry_invoices(accounts: AccountsOption = None, as_of: AsOfOption = None) -> None:
     """Make every due attempt at open invoices of any period now: first attempts a run did
     not get to, and dunning retries (days 1, 3 and 7 after the first attempt)."""
     settings = _settings()
@@ -278,7 +302,7 @@ def retry_invoices(accounts: AccountsOption = None) -> None:
     async def work(factory: Factory) -> None:
         try:
             report = await collect_due(
-                factory, gateway, SystemClock(), account_ids=accounts or None
+                factory, gateway, _clock(as_of), account_ids=accounts or None
             )
         finally:
             await gateway.aclose()

@@ -70,3 +70,35 @@ async def test_bill_refuses_a_period_not_started_or_not_a_month(settings: Settin
         code, _, err = await billing(settings, "bill", "--period", period)
         assert code == 2, period
         assert "YYYY-MM" in err
+
+
+async def test_bill_as_of_a_moment_rehearses_next_month(
+    settings: Settings, client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    """A subscription made today is first billed next month: `--as-of` runs the CLI on that
+    clock, so an operator (or the README's walk-through) can see it now."""
+    admin = await sign_up()
+    await add_card(client, admin)
+    await subscribe(client, admin, "cloud_small")
+    today = datetime.now(UTC).date()
+    next_month = date(today.year + today.month // 12, today.month % 12 + 1, 1)
+    period = f"{next_month:%Y-%m}"
+
+    code, _, err = await billing(
+        settings, "bill", "--period", period, "--account", admin.account_id
+    )
+    assert code == 1
+    assert "period_not_started" in err
+
+    code, out, err = await billing(
+        settings, "bill", "--period", period, "--account", admin.account_id,
+        "--as-of", f"{next_month}T00:05:00Z",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.strip().startswith(f"{period}: invoiced 1, paid 1")
+    invoice = await invoice_of(client, admin, next_month)
+    assert (invoice["status"], invoice["total"]) == ("paid", "20.00")
+
+    code, _, err = await billing(settings, "bill", "--period", period, "--as-of", "tomorrow")
+    assert code == 2
+    assert "ISO" in err
