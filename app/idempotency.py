@@ -59,6 +59,15 @@ def _key_required() -> ApiError:
     )
 
 
+def _in_use() -> ApiError:
+    return ApiError(
+        "idempotency_key_in_use",
+        409,
+        "A request with this Idempotency-Key is still running; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
 class _Replay(Exception):
     def __init__(self, response: Response) -> None:
         self.response = response
@@ -100,7 +109,7 @@ async def idempotency_guard(
         )
     fingerprint = _fingerprint(request.method, request.url.path, await request.body())
     account_id = principal.account_id
-    while True:
+    for _ in range(3):  # the key may vanish between the two steps (released, pruned)
         async with raw_connection(request.app.state.engine) as conn:
             # The usual case, a new key, is this one statement, committed on its own.
             inserted = await conn.fetchval(_RESERVE, account_id, idempotency_key, fingerprint)
@@ -108,6 +117,8 @@ async def idempotency_guard(
             request, account_id, idempotency_key, fingerprint
         ):
             break
+    else:
+        raise _in_use()
     request.state.idempotency = Reservation(account_id, idempotency_key)
 
 
@@ -147,12 +158,7 @@ async def _check_existing(
         elif existing.response_status is not None:
             raise _Replay(_replayed(existing))
         elif existing.locked_at > now - IN_FLIGHT_LEASE:
-            raise ApiError(
-                "idempotency_key_in_use",
-                409,
-                "A request with this Idempotency-Key is still running; retry shortly.",
-                headers={"Retry-After": "1"},
-            )
+            raise _in_use()
         else:
             existing.locked_at = now
     return True
