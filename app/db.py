@@ -107,25 +107,6 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     return driver
 
 
-_RETRYABLE_ERRORS = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
-
-
-async def in_raw_transaction(
-    engine: AsyncEngine, work: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = 5
-) -> T:
-    """`in_transaction` for the hot path: `work` in a transaction of a raw pooled connection,
-    run again from the start after a serialization failure or a deadlock."""
-    for attempt in range(1, attempts + 1):
-        try:
-            async with raw_connection(engine) as conn, conn.transaction():
-                return await work(conn)
-        except _RETRYABLE_ERRORS:
-            if attempt == attempts:
-                raise
-            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-    raise AssertionError("unreachable")
-
-
 def start_embedded_postgres(data_dir: str, name: str = "pg") -> str:
     """Start (or join) the embedded PostgreSQL under data_dir and return its URL.
 
@@ -148,12 +129,22 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock det
 
 
 def is_retryable(error: BaseException) -> bool:
-    if not isinstance(error, DBAPIError):
-        return False
-    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
-        getattr(error.orig, "__cause__", None), "sqlstate", None
-    )
-    return sqlstate in _RETRYABLE_SQLSTATES
+    """A serialization failure or a deadlock, raised by asyncpg or wrapped by SQLAlchemy."""
+    candidates: list[object] = [error]
+    if isinstance(error, DBAPIError):
+        candidates += [error.orig, getattr(error.orig, "__cause__", None)]
+    return any(getattr(c, "sqlstate", None) in _RETRYABLE_SQLSTATES for c in candidates)
+
+
+async def _with_retries(run: Callable[[], Awaitable[T]], attempts: int) -> T:
+    for attempt in range(1, attempts + 1):
+        try:
+            return await run()
+        except Exception as error:
+            if attempt == attempts or not is_retryable(error):
+                raise
+            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 async def in_transaction(
@@ -161,12 +152,21 @@ async def in_transaction(
 ) -> T:
     """Run `work` in a transaction of `session`, again from the start when PostgreSQL aborts
     it for a serialization failure or a deadlock: those are never a client's 5xx."""
-    for attempt in range(1, attempts + 1):
-        try:
-            async with session.begin():
-                return await work()
-        except Exception as error:
-            if attempt == attempts or not is_retryable(error):
-                raise
-            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-    raise AssertionError("unreachable")
+
+    async def once() -> T:
+        async with session.begin():
+            return await work()
+
+    return await _with_retries(once, attempts)
+
+
+async def in_raw_transaction(
+    engine: AsyncEngine, work: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = 5
+) -> T:
+    """`in_transaction` for the hot path: `work` in a transaction of a raw pooled connection."""
+
+    async def once() -> T:
+        async with raw_connection(engine) as conn, conn.transaction():
+            return await work(conn)
+
+    return await _with_retries(once, attempts)

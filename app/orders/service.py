@@ -67,7 +67,7 @@ async def _product(conn: asyncpg.Connection, product_id: str) -> PricedProduct |
     return products.get(product_id)
 
 
-def order_amount_cents(product: "PricedProduct", sans: int, years: int) -> int:
+def order_amount_cents(product: PricedProduct, sans: int, years: int) -> int:
     return years * (product.price_per_year_cents + sans * product.price_per_extra_san_cents)
 
 
