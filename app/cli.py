@@ -14,29 +14,24 @@ from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.schemas import SignupIn
 from app.accounts.service import create_account as create_account_service
-from app.billing.models import Invoice, InvoiceAttempt
 from app.billing.periods import parse_period
 from app.billing.run import bill_period, collect_due
-from app.clock import Clock, ManualClock, SystemClock
 from app.config import Settings
-from app.db import create_engine, create_session_factory
-from app.errors import ApiError
-from app.finance.models import Deposit
 from app.finance.service import adjust_balance as adjust_balance_service
 from app.gateway.base import Gateway
 from app.gateway.factory import create_gateway
+from app.kit import outbox
+from app.kit.clock import Clock, ManualClock, SystemClock
+from app.kit.db import Database, create_engine
+from app.kit.errors import ApiError
+from app.kit.money import format_amount, parse_amount
 from app.logs import configure_logging
 from app.migrate import upgrade_to_head
-from app.money import format_amount, parse_amount
-from app.orders.models import CertificateOrder
 from app.serve import use_embedded_database_if_unset
-from app.worker import outbox
-from app.worker.reconcile import reconcile_pending
+from app.worker.reconcile import list_pending, reconcile_pending
 from app.worker.runner import Worker
 
 cli = typer.Typer(
@@ -44,7 +39,6 @@ cli = typer.Typer(
 )
 
 T = TypeVar("T")
-Factory = async_sessionmaker[AsyncSession]
 
 
 def _settings(log_level: str = "WARNING") -> Settings:
@@ -52,17 +46,17 @@ def _settings(log_level: str = "WARNING") -> Settings:
     return use_embedded_database_if_unset()
 
 
-def _run(work: Callable[[Factory], Awaitable[T]], settings: Settings | None = None) -> T:
-    """Run `work` with a session factory over a fresh engine, and report a refused operation
-    the way the API would, as its code and detail."""
+def _run(work: Callable[[Database], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Run `work` with the database, and report a refused operation the way the API would,
+    as its code and detail."""
     settings = settings or _settings()
 
     async def main() -> T:
-        engine = create_engine(settings)
+        database = Database(create_engine(settings))
         try:
-            return await work(create_session_factory(engine))
+            return await work(database)
         finally:
-            await engine.dispose()
+            await database.dispose()
 
     try:
         return asyncio.run(main())
@@ -99,9 +93,8 @@ def create_account(
             typer.echo(f"error: {field}: {problem['msg']}", err=True)
         raise typer.Exit(1) from None
 
-    async def work(factory: Factory) -> None:
-        async with factory() as session:
-            account, user = await create_account_service(session, body)
+    async def work(database: Database) -> None:
+        account, user = await database.run(lambda unit: create_account_service(unit, body))
         typer.echo(f"account {account.id}\nadmin   {user.id} {user.email}")
 
     _run(work)
@@ -126,9 +119,10 @@ def adjust_balance(
         typer.echo("error: give a reason", err=True)
         raise typer.Exit(1)
 
-    async def work(factory: Factory) -> None:
-        async with factory() as session:
-            posting = await adjust_balance_service(session, account_id, cents, reason.strip())
+    async def work(database: Database) -> None:
+        posting = await database.run(
+            lambda unit: adjust_balance_service(unit, account_id, cents, reason.strip())
+        )
         typer.echo(
             f"{posting.entry_id}: {format_amount(cents)} USD, "
             f"balance now {format_amount(posting.balance_after_cents)} USD"
@@ -152,10 +146,10 @@ def reconcile(
     gateway = _gateway(settings)
     age = settings.reconcile_after_seconds if older_than is None else older_than
 
-    async def work(factory: Factory) -> None:
+    async def work(database: Database) -> None:
         try:
             report = await reconcile_pending(
-                factory, gateway, SystemClock(), timedelta(seconds=age)
+                database, gateway, SystemClock(), timedelta(seconds=age)
             )
         finally:
             await gateway.aclose()
@@ -169,58 +163,12 @@ def pending() -> None:
     """List payments whose outcome is not known yet (deposits, card orders, refunds, card
     attempts at invoices)."""
 
-    async def work(factory: Factory) -> None:
-        async with factory() as session, session.begin():
-            age = func.clock_timestamp() - Deposit.created_at
-            deposits = await session.execute(
-                select(Deposit.id, Deposit.account_id, Deposit.amount_cents, age)
-                .where(Deposit.status == "pending")
-                .order_by(Deposit.created_at)
-            )
-            order_age = func.clock_timestamp() - CertificateOrder.created_at
-            orders = await session.execute(
-                select(
-                    CertificateOrder.id,
-                    CertificateOrder.account_id,
-                    CertificateOrder.amount_cents,
-                    order_age,
-                    CertificateOrder.status,
-                )
-                .where(
-                    (CertificateOrder.status == "pending_payment")
-                    | (CertificateOrder.refund_status == "pending")
-                )
-                .order_by(CertificateOrder.created_at)
-            )
-            attempt_age = func.clock_timestamp() - InvoiceAttempt.created_at
-            attempts = await session.execute(
-                select(
-                    InvoiceAttempt.invoice_id,
-                    InvoiceAttempt.number,
-                    Invoice.account_id,
-                    InvoiceAttempt.amount_cents,
-                    attempt_age,
-                )
-                .join(Invoice, Invoice.id == InvoiceAttempt.invoice_id)
-                .where(InvoiceAttempt.outcome == "pending")
-                .order_by(InvoiceAttempt.created_at)
-            )
-            lines = (
-                [
-                    f"deposit  {id_}  {account}  {format_amount(cents):>12}  {_age(wait)}"
-                    for id_, account, cents, wait in deposits
-                ]
-                + [
-                    f"{'order' if status == 'pending_payment' else 'refund':<7}  {id_}  "
-                    f"{account}  {format_amount(cents):>12}  {_age(wait)}"
-                    for id_, account, cents, wait, status in orders
-                ]
-                + [
-                    f"invoice  {id_}  {account}  {format_amount(cents):>12}  {_age(wait)}  "
-                    f"attempt {number}"
-                    for id_, number, account, cents, wait in attempts
-                ]
-            )
+    async def work(database: Database) -> None:
+        lines = [
+            f"{p.kind:<7}  {p.ref}  {p.account_id}  {format_amount(p.amount_cents):>12}  "
+            f"{_age(p.age)}  {p.note}".rstrip()
+            for p in await list_pending(database)
+        ]
         typer.echo("\n".join(lines) if lines else "no pending payments")
 
     _run(work)
@@ -280,10 +228,10 @@ def bill(
     settings = _settings()
     gateway = _gateway(settings)
 
-    async def work(factory: Factory) -> None:
+    async def work(database: Database) -> None:
         try:
             report = await bill_period(
-                factory, gateway, _clock(as_of), period, account_ids=accounts or None
+                database, gateway, _clock(as_of), period, account_ids=accounts or None
             )
         finally:
             await gateway.aclose()
@@ -299,10 +247,10 @@ def retry_invoices(accounts: AccountsOption = None, as_of: AsOfOption = None) ->
     settings = _settings()
     gateway = _gateway(settings)
 
-    async def work(factory: Factory) -> None:
+    async def work(database: Database) -> None:
         try:
             report = await collect_due(
-                factory, gateway, _clock(as_of), account_ids=accounts or None
+                database, gateway, _clock(as_of), account_ids=accounts or None
             )
         finally:
             await gateway.aclose()
@@ -315,8 +263,8 @@ def retry_invoices(accounts: AccountsOption = None, as_of: AsOfOption = None) ->
 def dead_letters(limit: int = 100) -> None:
     """List outbox messages given up after their last attempt."""
 
-    async def work(factory: Factory) -> None:
-        letters = await outbox.dead_letters(factory, limit)
+    async def work(database: Database) -> None:
+        letters = await database.run(lambda unit: outbox.dead_letters(unit, limit))
         for letter in letters:
             to = letter.payload.get("to", "")
             typer.echo(
@@ -335,8 +283,8 @@ def requeue_dead_letters(
 ) -> None:
     """Give dead letters a fresh set of attempts (after fixing what made them fail)."""
 
-    async def work(factory: Factory) -> None:
-        count = await outbox.requeue_dead(factory, ids or None)
+    async def work(database: Database) -> None:
+        count = await database.run(lambda unit: outbox.requeue_dead(unit, ids or None))
         typer.echo(f"requeued {count}")
 
     _run(work)
@@ -350,8 +298,8 @@ def worker() -> None:
     assert settings.database_url is not None
     upgrade_to_head(settings.database_url)
 
-    async def work(factory: Factory) -> None:
-        task = asyncio.create_task(Worker(settings, factory, gateway).run())
+    async def work(database: Database) -> None:
+        task = asyncio.create_task(Worker(settings, database, gateway).run())
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, task.cancel)

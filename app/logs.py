@@ -2,7 +2,7 @@
 
 import logging
 
-from app.request_context import current_request_id
+from app.kit.request_context import current_request_id
 
 
 class _RequestIdFilter(logging.Filter):

@@ -14,12 +14,12 @@ from fastapi.openapi.utils import get_openapi
 from app.accounts.router import router as accounts_router
 from app.auth.router import router as auth_router
 from app.billing.router import router as billing_router
-from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
-from app.db import create_engine, create_session_factory
-from app.errors import PROBLEM_CONTENT_TYPE, Problem, install_error_handlers
 from app.finance.router import router as finance_router
 from app.gateway.factory import create_gateway
+from app.kit.clock import Clock, SystemClock
+from app.kit.db import Database, create_engine
+from app.kit.errors import PROBLEM_CONTENT_TYPE, Problem, install_error_handlers
 from app.middleware import HttpEnvelopeMiddleware
 from app.ops.router import router as ops_router
 from app.orders.router import router as orders_router
@@ -38,17 +38,15 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     clock = clock or SystemClock()
     if len(settings.secret_key) < 32:
         raise RuntimeError("SECRET_KEY must be set to at least 32 characters")
-    engine = create_engine(settings)
+    database = Database(create_engine(settings))
     gateway = create_gateway(settings)
-
-    session_factory = create_session_factory(engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker_task = None
         if settings.run_worker:
             worker_task = asyncio.create_task(
-                Worker(settings, session_factory, gateway, clock=clock).run()
+                Worker(settings, database, gateway, clock=clock).run()
             )
         yield
         if worker_task is not None:
@@ -56,7 +54,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             with contextlib.suppress(asyncio.CancelledError):
                 await worker_task
         await gateway.aclose()
-        await engine.dispose()
+        await database.dispose()
 
     app = FastAPI(
         title="Billing API",
@@ -65,8 +63,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.engine = engine
-    app.state.session_factory = session_factory
+    app.state.database = database
     app.state.gateway = gateway
     app.state.clock = clock
 

@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from app.errors import internal_error_response, problem_response
+from app.kit.errors import internal_error_response, problem_response
+from app.kit.request_context import set_request_id
 from app.metrics import REQUEST_LATENCY
-from app.request_context import set_request_id
 
 logger = logging.getLogger("app.http")
 

@@ -4,10 +4,10 @@ from app.accounts.models import Account, BillingInfo, User
 from app.auth.models import ApiKey, AuthEvent
 from app.billing.models import Invoice, InvoiceAttempt, InvoiceLine, Plan, Subscription
 from app.finance.models import AccountBalance, Deposit, FinanceSettings, LedgerEntry
-from app.idempotency_models import IdempotencyKey
+from app.kit.idempotency import IdempotencyKey
+from app.kit.outbox import OutboxMessage
 from app.orders.models import CertificateOrder, Product
 from app.payment_methods.models import Card
-from app.worker.models import OutboxMessage
 
 __all__ = [
     "Account",

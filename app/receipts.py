@@ -18,7 +18,7 @@ from fpdf.enums import Align, XPos, YPos
 
 from app.accounts.models import Account, BillingInfo
 from app.config import Settings
-from app.money import format_amount
+from app.kit.money import format_amount
 
 _FONT = "Helvetica"
 # Typographic quotes and dashes, and letters NFKD does not fold: their nearest Latin-1.

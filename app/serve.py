@@ -9,7 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from app.config import Settings, get_settings
-from app.db import start_embedded_postgres
+from app.kit.db import start_embedded_postgres
 from app.logs import configure_logging
 from app.migrate import upgrade_to_head
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from app.db import start_embedded_postgres
+from app.kit.db import start_embedded_postgres
 from app.migrate import upgrade_to_head
 from bench import cpu
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app.ids import new_id
+from app.kit.ids import new_id
 
 PRODUCT_ID = "ssl_dv"
 COMMON_NAME = "www.example.com"

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 import httpx
 
 from app.config import Settings
-from app.db import create_engine, create_session_factory
 from app.finance.service import adjust_balance
+from app.kit.db import Database, create_engine
 
 PASSWORD = "Correct-Horse-Battery-7"
 # Enough for any run: 10,000,000.00 is over 200,000 orders of 49.00 per account.
@@ -64,11 +64,11 @@ async def seed_accounts(base_url: str, count: int, parallel: int = 4) -> list[Se
 async def fund(database_url: str, account_ids: list[str], cents: int = FUNDING_CENTS) -> None:
     """Credit each account with an `adjustment` entry, as `billing adjust-balance` does."""
     settings = Settings(database_url=database_url, secret_key=secrets.token_urlsafe(32))
-    engine = create_engine(settings)
-    factory = create_session_factory(engine)
+    database = Database(create_engine(settings))
     try:
         for account_id in account_ids:
-            async with factory() as session:
-                await adjust_balance(session, account_id, cents, "bench funding")
+            await database.run(
+                lambda unit: adjust_balance(unit, account_id, cents, "bench funding")  # noqa: B023
+            )
     finally:
-        await engine.dispose()
+        await database.dispose()

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import app.models  # noqa: F401  (registers every table)
-from app.db import Base, async_url
+from app.kit.db import Base, async_url
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("database_url"):

@@ -11,6 +11,7 @@ import itertools
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +21,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db import start_embedded_postgres
 from app.gateway.sandbox_server import SandboxServer
+from app.kit.db import start_embedded_postgres
 from app.main import create_app
 from app.migrate import upgrade_to_head
 
@@ -92,7 +94,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     yield application
-    await application.state.engine.dispose()
+    await application.state.database.dispose()
 
 
 def new_client_address() -> str:
@@ -192,6 +194,17 @@ def add_user(client: httpx.AsyncClient) -> AddUser:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@asynccontextmanager
+async def db_session(app: FastAPI) -> AsyncIterator[AsyncSession]:
+    """A session of its own on the app's database, committed at the end: for tests that read
+    or write rows behind the API's back."""
+    async with (
+        AsyncSession(app.state.database.engine, expire_on_commit=False) as session,
+        session.begin(),
+    ):
+        yield session
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> None:

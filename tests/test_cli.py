@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from app.config import Settings
-from app.worker import outbox
+from app.kit import outbox
 from tests.conftest import PASSWORD, SignUp, login, unique_email
 from tests.money import TIMEOUT_SUCCEEDED, add_card, balance, deposit, ledger
 from tests.money import settings as finance_settings
@@ -146,7 +146,7 @@ async def test_dead_letters_are_listed_and_requeued(
     await worker.deliver_due()
     [dead] = [
         d
-        for d in await outbox.dead_letters(app.state.session_factory, 1000)
+        for d in await app.state.database.run(lambda unit: outbox.dead_letters(unit, 1000))
         if d.payload["to"] == watcher
     ]
 

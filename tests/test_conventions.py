@@ -12,9 +12,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.errors import ApiError
+from app.kit.errors import ApiError
+from app.kit.money import format_amount, parse_amount
 from app.main import create_app
-from app.money import format_amount, parse_amount
 from tests.conftest import PASSWORD, AddUser, SignUp, client_for, make_settings, unique_email
 from tests.problems import assert_problem, error_fields
 
@@ -219,7 +219,7 @@ async def test_unexpected_failure_is_500_internal_error_without_details(
         assert "Traceback" not in response.text
         assert_security_headers(response)
     finally:
-        await app.state.engine.dispose()
+        await app.state.database.dispose()
 
 
 async def test_api_error_renders_its_code_status_and_headers(database_url: str) -> None:
@@ -237,7 +237,7 @@ async def test_api_error_renders_its_code_status_and_headers(database_url: str) 
         assert body["title"] == "Payment Required"
         assert response.headers["x-hint"] == "top-up"
     finally:
-        await app.state.engine.dispose()
+        await app.state.database.dispose()
 
 
 # Pagination (GET /v1/users)

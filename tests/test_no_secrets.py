@@ -84,7 +84,7 @@ async def own_app(database_url: str, caplog: pytest.LogCaptureFixture) -> AsyncI
         yield app
     finally:
         await app.state.gateway.aclose()
-        await app.state.engine.dispose()
+        await app.state.database.dispose()
         sandbox.stop()
         for logger in disabled:
             logger.disabled = True

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, created_at_column
+from app.kit.db import Base, created_at_column
 
 ROLES = ("admin", "finance", "user")
 

@@ -4,7 +4,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from app.errors import ApiError
+from app.kit.errors import ApiError
 
 MIN_LENGTH = 12
 MAX_LENGTH = 128

@@ -16,11 +16,11 @@ from app.accounts.schemas import (
     UserPatch,
 )
 from app.auth.principal import RequireAdmin, RequireMember, RequireSignedInUser
-from app.deps import ClientAddress, Session, SettingsDep
-from app.idempotency import IdempotentRoute
-from app.pagination import Page, PageParams
+from app.deps import ClientAddress, SettingsDep
+from app.kit.pagination import Page, PageParams
+from app.kit.routing import ApiRoute, Unit
 
-router = APIRouter(prefix="/v1", tags=["account"], route_class=IdempotentRoute)
+router = APIRouter(prefix="/v1", tags=["account"], route_class=ApiRoute)
 
 
 @router.post(
@@ -30,9 +30,9 @@ router = APIRouter(prefix="/v1", tags=["account"], route_class=IdempotentRoute)
     summary="Sign up: an account and its first admin",
 )
 async def signup(
-    body: SignupIn, session: Session, settings: SettingsDep, client_ip: ClientAddress
+    body: SignupIn, unit: Unit, settings: SettingsDep, client_ip: ClientAddress
 ) -> SignupOut:
-    account, user = await service.signup(session, settings, body, client_ip)
+    account, user = await service.signup(unit, settings, body, client_ip)
     return SignupOut(account=AccountOut.model_validate(account), user=UserOut.model_validate(user))
 
 
@@ -42,15 +42,13 @@ async def get_account(principal: RequireMember) -> AccountOut:
 
 
 @router.patch("/account", response_model=AccountOut, summary="Change the account information")
-async def update_account(
-    body: AccountPatch, principal: RequireAdmin, session: Session
-) -> AccountOut:
-    return AccountOut.model_validate(await service.update_account(session, principal, body))
+async def update_account(body: AccountPatch, principal: RequireAdmin, unit: Unit) -> AccountOut:
+    return AccountOut.model_validate(await service.update_account(unit, principal, body))
 
 
 @router.get("/account/billing", response_model=BillingInfoOut, summary="The billing information")
-async def get_billing(principal: RequireMember, session: Session) -> BillingInfoOut:
-    info = await service.get_billing_info(session, principal)
+async def get_billing(principal: RequireMember, unit: Unit) -> BillingInfoOut:
+    info = await service.get_billing_info(unit, principal)
     return BillingInfoOut.model_validate(info.model_dump())
 
 
@@ -58,9 +56,9 @@ async def get_billing(principal: RequireMember, session: Session) -> BillingInfo
     "/account/billing", response_model=BillingInfoOut, summary="Replace the billing information"
 )
 async def replace_billing(
-    body: BillingInfoBody, principal: RequireAdmin, session: Session
+    body: BillingInfoBody, principal: RequireAdmin, unit: Unit
 ) -> BillingInfoOut:
-    info = await service.replace_billing_info(session, principal, body)
+    info = await service.replace_billing_info(unit, principal, body)
     return BillingInfoOut.model_validate(info.model_dump())
 
 
@@ -68,30 +66,30 @@ async def replace_billing(
 async def change_password(
     body: PasswordChangeIn,
     principal: RequireSignedInUser,
-    session: Session,
+    unit: Unit,
     settings: SettingsDep,
     client_ip: ClientAddress,
 ) -> Response:
-    await service.change_password(session, settings, principal, body, client_ip)
+    await service.change_password(unit, settings, principal, body, client_ip)
     return Response(status_code=204)
 
 
 @router.post(
     "/users", status_code=201, response_model=UserOut, tags=["users"], summary="Add a user"
 )
-async def create_user(body: UserCreateIn, principal: RequireAdmin, session: Session) -> UserOut:
-    return UserOut.model_validate(await service.create_user(session, principal, body))
+async def create_user(body: UserCreateIn, principal: RequireAdmin, unit: Unit) -> UserOut:
+    return UserOut.model_validate(await service.create_user(unit, principal, body))
 
 
 @router.get("/users", response_model=Page[UserOut], tags=["users"], summary="List users")
-async def list_users(principal: RequireAdmin, session: Session, page: PageParams) -> Page[UserOut]:
-    users, has_more = await service.list_users(session, principal, page)
+async def list_users(principal: RequireAdmin, unit: Unit, page: PageParams) -> Page[UserOut]:
+    users, has_more = await service.list_users(unit, principal, page)
     return Page(data=[UserOut.model_validate(user) for user in users], has_more=has_more)
 
 
 @router.get("/users/{user_id}", response_model=UserOut, tags=["users"], summary="A user")
-async def get_user(user_id: str, principal: RequireAdmin, session: Session) -> UserOut:
-    return UserOut.model_validate(await service.get_user(session, principal, user_id))
+async def get_user(user_id: str, principal: RequireAdmin, unit: Unit) -> UserOut:
+    return UserOut.model_validate(await service.get_user(unit, principal, user_id))
 
 
 @router.patch(
@@ -101,12 +99,12 @@ async def get_user(user_id: str, principal: RequireAdmin, session: Session) -> U
     summary="Rename a user or change their role",
 )
 async def update_user(
-    user_id: str, body: UserPatch, principal: RequireAdmin, session: Session
+    user_id: str, body: UserPatch, principal: RequireAdmin, unit: Unit
 ) -> UserOut:
-    return UserOut.model_validate(await service.update_user(session, principal, user_id, body))
+    return UserOut.model_validate(await service.update_user(unit, principal, user_id, body))
 
 
 @router.delete("/users/{user_id}", status_code=204, tags=["users"], summary="Remove a user")
-async def delete_user(user_id: str, principal: RequireAdmin, session: Session) -> Response:
-    await service.delete_user(session, principal, user_id)
+async def delete_user(user_id: str, principal: RequireAdmin, unit: Unit) -> Response:
+    await service.delete_user(unit, principal, user_id)
     return Response(status_code=204)

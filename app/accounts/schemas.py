@@ -6,7 +6,7 @@ import phonenumbers
 import pycountry
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
-from app.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
+from app.kit.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
 
 Role = Literal["admin", "finance", "user"]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]

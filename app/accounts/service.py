@@ -4,7 +4,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, BillingInfo, User
 from app.accounts.passwords import check_password_policy
@@ -20,17 +19,18 @@ from app.auth import throttle
 from app.auth.principal import Principal
 from app.auth.security import hash_password, verify_password
 from app.config import Settings
-from app.errors import ApiError, NotFound
-from app.ids import new_id
-from app.pagination import PageRequest, paginate
+from app.kit.db import UnitOfWork
+from app.kit.errors import ApiError, NotFound
+from app.kit.ids import new_id
+from app.kit.pagination import PageRequest, paginate
 
 
 def _email_taken() -> ApiError:
     return ApiError("email_taken", 409, "A user with this email already exists.")
 
 
-async def _ensure_email_free(session: AsyncSession, email: str) -> None:
-    taken = await session.scalar(
+async def _ensure_email_free(unit: UnitOfWork, email: str) -> None:
+    taken = await unit.session.scalar(
         select(User.id).where(User.email == email, User.deleted_at.is_(None))
     )
     if taken is not None:
@@ -38,17 +38,16 @@ async def _ensure_email_free(session: AsyncSession, email: str) -> None:
 
 
 async def signup(
-    session: AsyncSession, settings: Settings, body: SignupIn, client_ip: str
+    unit: UnitOfWork, settings: Settings, body: SignupIn, client_ip: str
 ) -> tuple[Account, User]:
     if not settings.signup_enabled:
         raise ApiError("signup_disabled", 403, "Sign-up is switched off on this service.")
-    async with session.begin():
-        await throttle.check_signup_allowed(session, settings, client_ip)
-        throttle.record(session, "signup", client_ip)
-    return await create_account(session, body)
+    await throttle.check_signup_allowed(unit, settings, client_ip)
+    await throttle.record(unit, "signup", client_ip)
+    return await create_account(unit, body)
 
 
-async def create_account(session: AsyncSession, body: SignupIn) -> tuple[Account, User]:
+async def create_account(unit: UnitOfWork, body: SignupIn) -> tuple[Account, User]:
     """An account and its first admin: sign-up after its throttle, or an operator's command."""
     check_password_policy(body.password, body.email)
     password_hash = await hash_password(body.password)
@@ -67,49 +66,47 @@ async def create_account(session: AsyncSession, body: SignupIn) -> tuple[Account
         password_hash=password_hash,
         token_version=0,
     )
+    session = unit.session
     try:
-        async with session.begin():
-            await _ensure_email_free(session, body.email)
-            session.add(account)
-            await session.flush()
-            session.add(user)
-            await session.flush()
-            await session.refresh(account)
-            await session.refresh(user)
+        await _ensure_email_free(unit, body.email)
+        session.add(account)
+        await session.flush()
+        session.add(user)
+        await session.flush()
+        await session.refresh(account)
+        await session.refresh(user)
     except IntegrityError:  # a concurrent sign-up with the same email won the race
         raise _email_taken() from None
     return account, user
 
 
-async def update_account(
-    session: AsyncSession, principal: Principal, body: AccountPatch
-) -> Account:
-    async with session.begin():
-        account = await session.get_one(Account, principal.account_id, with_for_update=True)
-        for field in body.model_fields_set:
-            setattr(account, field, getattr(body, field))
+async def update_account(unit: UnitOfWork, principal: Principal, body: AccountPatch) -> Account:
+    account = await unit.session.get_one(
+        Account, principal.account_id, with_for_update=True, populate_existing=True
+    )
+    for field in body.model_fields_set:
+        setattr(account, field, getattr(body, field))
+    await unit.session.flush()
     return account
 
 
-async def get_billing_info(session: AsyncSession, principal: Principal) -> BillingInfoBody:
-    async with session.begin():
-        info = await session.get(BillingInfo, principal.account_id)
+async def get_billing_info(unit: UnitOfWork, principal: Principal) -> BillingInfoBody:
+    info = await unit.session.get(BillingInfo, principal.account_id)
     if info is None:
         return BillingInfoBody()
     return BillingInfoBody.model_validate(info, from_attributes=True)
 
 
 async def replace_billing_info(
-    session: AsyncSession, principal: Principal, body: BillingInfoBody
+    unit: UnitOfWork, principal: Principal, body: BillingInfoBody
 ) -> BillingInfoBody:
-    async with session.begin():
-        info = BillingInfo(account_id=principal.account_id, **body.model_dump())
-        await session.merge(info)
+    await unit.session.merge(BillingInfo(account_id=principal.account_id, **body.model_dump()))
+    await unit.session.flush()
     return body
 
 
 async def change_password(
-    session: AsyncSession,
+    unit: UnitOfWork,
     settings: Settings,
     principal: Principal,
     body: PasswordChangeIn,
@@ -122,21 +119,18 @@ async def change_password(
             "password_confirmation_mismatch", 422, "The new password and its confirmation differ."
         )
     # A stolen token must not become a way to guess the password: same throttle as a login.
-    async with session.begin():
-        await throttle.check_login_allowed(session, settings, user.email, client_ip)
-        password_hash = await session.scalar(select(User.password_hash).where(User.id == user.id))
+    await throttle.check_login_allowed(unit, settings, user.email, client_ip)
+    password_hash = await unit.session.scalar(select(User.password_hash).where(User.id == user.id))
     if password_hash is None or not await verify_password(body.current_password, password_hash):
-        async with session.begin():
-            throttle.record(session, "login_failed", client_ip, user.email)
+        await throttle.record(unit, "login_failed", client_ip, user.email)
         raise ApiError("invalid_current_password", 400, "The current password is not correct.")
     check_password_policy(body.new_password, user.email)
     new_hash = await hash_password(body.new_password)
-    async with session.begin():
-        await session.execute(
-            update(User)
-            .where(User.id == user.id)
-            .values(password_hash=new_hash, token_version=User.token_version + 1)
-        )
+    await unit.session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(password_hash=new_hash, token_version=User.token_version + 1)
+    )
 
 
 # Users of an account. Changes that could leave the account without an admin lock the
@@ -144,22 +138,18 @@ async def change_password(
 
 
 async def list_users(
-    session: AsyncSession, principal: Principal, page: PageRequest
+    unit: UnitOfWork, principal: Principal, page: PageRequest
 ) -> tuple[list[User], bool]:
-    async with session.begin():
-        query = select(User).where(
-            User.account_id == principal.account_id, User.deleted_at.is_(None)
-        )
-        return await paginate(session, query, User, page)
+    query = select(User).where(User.account_id == principal.account_id, User.deleted_at.is_(None))
+    return await paginate(unit, query, User, page)
 
 
-async def get_user(session: AsyncSession, principal: Principal, user_id: str) -> User:
-    async with session.begin():
-        return await _load_user(session, principal, user_id)
+async def get_user(unit: UnitOfWork, principal: Principal, user_id: str) -> User:
+    return await _load_user(unit, principal, user_id)
 
 
-async def _load_user(session: AsyncSession, principal: Principal, user_id: str) -> User:
-    user = await session.scalar(
+async def _load_user(unit: UnitOfWork, principal: Principal, user_id: str) -> User:
+    user = await unit.session.scalar(
         select(User)
         .where(
             User.id == user_id,
@@ -174,7 +164,7 @@ async def _load_user(session: AsyncSession, principal: Principal, user_id: str) 
     return user
 
 
-async def create_user(session: AsyncSession, principal: Principal, body: UserCreateIn) -> User:
+async def create_user(unit: UnitOfWork, principal: Principal, body: UserCreateIn) -> User:
     check_password_policy(body.password, body.email)
     user = User(
         id=new_id("usr"),
@@ -186,18 +176,17 @@ async def create_user(session: AsyncSession, principal: Principal, body: UserCre
         token_version=0,
     )
     try:
-        async with session.begin():
-            await _ensure_email_free(session, body.email)
-            session.add(user)
-            await session.flush()
-            await session.refresh(user)
+        await _ensure_email_free(unit, body.email)
+        unit.session.add(user)
+        await unit.session.flush()
+        await unit.session.refresh(user)
     except IntegrityError:
         raise _email_taken() from None
     return user
 
 
-async def _other_admins(session: AsyncSession, account_id: str, user_id: str) -> int:
-    count = await session.scalar(
+async def _other_admins(unit: UnitOfWork, account_id: str, user_id: str) -> int:
+    count = await unit.session.scalar(
         select(func.count()).where(
             User.account_id == account_id,
             User.role == "admin",
@@ -213,26 +202,23 @@ def _last_admin() -> ApiError:
 
 
 async def update_user(
-    session: AsyncSession, principal: Principal, user_id: str, body: UserPatch
+    unit: UnitOfWork, principal: Principal, user_id: str, body: UserPatch
 ) -> User:
-    async with session.begin():
-        await session.get_one(Account, principal.account_id, with_for_update=True)
-        user = await _load_user(session, principal, user_id)
-        demoted = body.role is not None and body.role != "admin" and user.role == "admin"
-        if demoted and await _other_admins(session, principal.account_id, user.id) == 0:
-            raise _last_admin()
-        for field in body.model_fields_set:
-            setattr(user, field, getattr(body, field))
+    await unit.session.get_one(Account, principal.account_id, with_for_update=True)
+    user = await _load_user(unit, principal, user_id)
+    demoted = body.role is not None and body.role != "admin" and user.role == "admin"
+    if demoted and await _other_admins(unit, principal.account_id, user.id) == 0:
+        raise _last_admin()
+    for field in body.model_fields_set:
+        setattr(user, field, getattr(body, field))
+    await unit.session.flush()
     return user
 
 
-async def delete_user(session: AsyncSession, principal: Principal, user_id: str) -> None:
-    async with session.begin():
-        await session.get_one(Account, principal.account_id, with_for_update=True)
-        user = await _load_user(session, principal, user_id)
-        if (
-            user.role == "admin"
-            and await _other_admins(session, principal.account_id, user.id) == 0
-        ):
-            raise _last_admin()
-        user.deleted_at = datetime.now(UTC)
+async def delete_user(unit: UnitOfWork, principal: Principal, user_id: str) -> None:
+    await unit.session.get_one(Account, principal.account_id, with_for_update=True)
+    user = await _load_user(unit, principal, user_id)
+    if user.role == "admin" and await _other_admins(unit, principal.account_id, user.id) == 0:
+        raise _last_admin()
+    user.deleted_at = datetime.now(UTC)
+    await unit.session.flush()

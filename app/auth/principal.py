@@ -5,7 +5,7 @@ aliases at the bottom (`RequireAdmin`, `RequireFinance`, `RequireMember`).
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import asyncpg
@@ -15,9 +15,10 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from app.accounts.models import Account, User
 from app.auth.models import ApiKey
 from app.auth.security import AccessClaims, api_key_digest, read_access_token
-from app.db import raw_connection
-from app.deps import EngineDep, SettingsDep
-from app.errors import ApiError, Forbidden
+from app.deps import SettingsDep
+from app.kit.db import UnitOfWork
+from app.kit.errors import ApiError, Forbidden
+from app.kit.routing import Unit, authenticates
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -51,28 +52,29 @@ class Unauthenticated(ApiError):
         )
 
 
+@authenticates
 async def authenticate(
-    engine: EngineDep,
+    unit: Unit,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(_bearer)],
     key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
+    """The caller, read by one statement of its own before the request's transaction: every
+    request runs it, so it skips the ORM and a BEGIN, and a revoked key or a changed password
+    is refused at once."""
     if token:
         claims = read_access_token(token, settings.secret_key)
         if claims is None:
             raise Unauthenticated
-        async with raw_connection(engine) as conn:
-            return await _from_token(conn, claims)
+        return await _from_token(unit, claims)
     if key:
         if len(key) > 200:
             raise Unauthenticated
-        async with raw_connection(engine) as conn:
-            return await _from_api_key(conn, key)
+        return await _from_api_key(unit, key)
     raise Unauthenticated
 
 
-# Every request runs one of these two statements, so they skip the ORM: the caller and its
-# account in one round trip, built into detached model instances.
+# The caller and its account in one round trip, built into detached model instances.
 _ACCOUNT_COLUMNS = """a.name AS a_name, a.company_name AS a_company_name, a.email AS a_email,
     a.phone AS a_phone, a.created_at AS a_created_at"""
 
@@ -83,11 +85,22 @@ _USER_BY_ID = f"""
     WHERE u.id = $1 AND u.deleted_at IS NULL
 """  # noqa: S608  (constant text, no input in it)
 
+# last_used_at is written at most once a minute (a write on every read would cost more than
+# the read), in the same statement.
 _API_KEY_BY_DIGEST = f"""
-    SELECT k.id, k.account_id, k.name, k.role, k.integration, k.prefix, k.created_at,
-           k.last_used_at, {_ACCOUNT_COLUMNS}
-    FROM api_key k JOIN account a ON a.id = k.account_id
-    WHERE k.digest = $1 AND k.revoked_at IS NULL
+    WITH k AS (
+        SELECT k.id, k.account_id, k.name, k.role, k.integration, k.prefix, k.created_at,
+               k.last_used_at, {_ACCOUNT_COLUMNS}
+        FROM api_key k JOIN account a ON a.id = k.account_id
+        WHERE k.digest = $1 AND k.revoked_at IS NULL
+    ), touched AS (
+        UPDATE api_key SET last_used_at = clock_timestamp()
+        WHERE id = (SELECT id FROM k)
+          AND (last_used_at IS NULL OR last_used_at < clock_timestamp() - $2::interval)
+        RETURNING last_used_at
+    )
+    SELECT k.*, COALESCE((SELECT last_used_at FROM touched), k.last_used_at) AS used_at
+    FROM k
 """  # noqa: S608
 
 
@@ -102,8 +115,8 @@ def _account(row: asyncpg.Record) -> Account:
     )
 
 
-async def _from_token(conn: asyncpg.Connection, claims: AccessClaims) -> Principal:
-    row = await conn.fetchrow(_USER_BY_ID, claims.user_id)
+async def _from_token(unit: UnitOfWork, claims: AccessClaims) -> Principal:
+    row = await unit.fetchrow_atomic(_USER_BY_ID, claims.user_id)
     if (
         row is None
         or row["token_version"] != claims.token_version
@@ -122,8 +135,8 @@ async def _from_token(conn: asyncpg.Connection, claims: AccessClaims) -> Princip
     return Principal(account=_account(row), role=user.role, user=user)
 
 
-async def _from_api_key(conn: asyncpg.Connection, key: str) -> Principal:
-    row = await conn.fetchrow(_API_KEY_BY_DIGEST, api_key_digest(key))
+async def _from_api_key(unit: UnitOfWork, key: str) -> Principal:
+    row = await unit.fetchrow_atomic(_API_KEY_BY_DIGEST, api_key_digest(key), _LAST_USED_RESOLUTION)
     if row is None:
         raise Unauthenticated
     api_key = ApiKey(
@@ -134,12 +147,8 @@ async def _from_api_key(conn: asyncpg.Connection, key: str) -> Principal:
         integration=row["integration"],
         prefix=row["prefix"],
         created_at=row["created_at"],
-        last_used_at=row["last_used_at"],
+        last_used_at=row["used_at"],
     )
-    now = datetime.now(UTC)
-    if api_key.last_used_at is None or now - api_key.last_used_at > _LAST_USED_RESOLUTION:
-        await conn.execute("UPDATE api_key SET last_used_at = $1 WHERE id = $2", now, api_key.id)
-        api_key.last_used_at = now
     return Principal(account=_account(row), role=api_key.role, api_key=api_key)
 
 

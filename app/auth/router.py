@@ -9,11 +9,11 @@ from app.accounts.schemas import AccountOut, UserOut
 from app.auth import service
 from app.auth.principal import Authenticated, RequireAdmin
 from app.auth.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyOut, MeOut, TokenOut
-from app.deps import ClientAddress, Session, SettingsDep
-from app.idempotency import IdempotentRoute, secret_fields
-from app.pagination import Page, PageParams
+from app.deps import ClientAddress, SettingsDep
+from app.kit.pagination import Page, PageParams
+from app.kit.routing import ApiRoute, Unit, secret_fields
 
-router = APIRouter(prefix="/v1", tags=["auth"], route_class=IdempotentRoute)
+router = APIRouter(prefix="/v1", tags=["auth"], route_class=ApiRoute)
 
 
 @router.post(
@@ -21,11 +21,11 @@ router = APIRouter(prefix="/v1", tags=["auth"], route_class=IdempotentRoute)
 )
 async def create_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    session: Session,
+    unit: Unit,
     settings: SettingsDep,
     client_ip: ClientAddress,
 ) -> TokenOut:
-    return await service.issue_token(session, settings, form.username, form.password, client_ip)
+    return await service.issue_token(unit, settings, form.username, form.password, client_ip)
 
 
 @router.get("/me", response_model=MeOut, summary="Who am I")
@@ -46,9 +46,9 @@ async def get_me(principal: Authenticated) -> MeOut:
     summary="Create an API key",
 )
 async def create_api_key(
-    body: ApiKeyCreateIn, principal: RequireAdmin, session: Session
+    body: ApiKeyCreateIn, principal: RequireAdmin, unit: Unit
 ) -> ApiKeyCreatedOut:
-    api_key, secret = await service.create_api_key(session, principal, body)
+    api_key, secret = await service.create_api_key(unit, principal, body)
     return ApiKeyCreatedOut.model_validate(
         {**ApiKeyOut.model_validate(api_key).model_dump(), "key": secret}
     )
@@ -57,14 +57,12 @@ async def create_api_key(
 @router.get(
     "/api-keys", response_model=Page[ApiKeyOut], summary="List API keys (never the secrets)"
 )
-async def list_api_keys(
-    principal: RequireAdmin, session: Session, page: PageParams
-) -> Page[ApiKeyOut]:
-    keys, has_more = await service.list_api_keys(session, principal, page)
+async def list_api_keys(principal: RequireAdmin, unit: Unit, page: PageParams) -> Page[ApiKeyOut]:
+    keys, has_more = await service.list_api_keys(unit, principal, page)
     return Page(data=[ApiKeyOut.model_validate(key) for key in keys], has_more=has_more)
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, summary="Revoke an API key at once")
-async def delete_api_key(key_id: str, principal: RequireAdmin, session: Session) -> Response:
-    await service.revoke_api_key(session, principal, key_id)
+async def delete_api_key(key_id: str, principal: RequireAdmin, unit: Unit) -> Response:
+    await service.revoke_api_key(unit, principal, key_id)
     return Response(status_code=204)

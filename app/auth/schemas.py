@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from app.accounts.schemas import AccountOut, Role, UserOut
-from app.schemas import RequestModel, ResponseModel, Timestamp
+from app.kit.schemas import RequestModel, ResponseModel, Timestamp
 
 Integration = Literal["azure_key_vault"]
 

@@ -3,7 +3,6 @@
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import User
 from app.auth import throttle
@@ -19,11 +18,12 @@ from app.auth.security import (
     verify_password,
 )
 from app.config import Settings
-from app.errors import ApiError, NotFound
-from app.ids import new_id
+from app.kit.db import UnitOfWork
+from app.kit.errors import ApiError, NotFound
+from app.kit.ids import new_id
+from app.kit.pagination import PageRequest, paginate
+from app.kit.schemas import is_storable_text
 from app.metrics import LOGIN_FAILURES
-from app.pagination import PageRequest, paginate
-from app.schemas import is_storable_text
 
 MAX_EMAIL_LENGTH = 320
 
@@ -33,22 +33,20 @@ def _invalid_credentials() -> ApiError:
 
 
 async def issue_token(
-    session: AsyncSession, settings: Settings, email: str, password: str, client_ip: str
+    unit: UnitOfWork, settings: Settings, email: str, password: str, client_ip: str
 ) -> TokenOut:
     email = email.strip().lower()
     if len(email) > MAX_EMAIL_LENGTH or not is_storable_text(email):
         # No user has such an email and it cannot be recorded: the answer to any unknown one.
         await verify_password(password, None)
         raise _invalid_credentials()
-    async with session.begin():
-        await throttle.check_login_allowed(session, settings, email, client_ip)
-        user = await session.scalar(
-            select(User).where(User.email == email, User.deleted_at.is_(None))
-        )
+    await throttle.check_login_allowed(unit, settings, email, client_ip)
+    user = await unit.session.scalar(
+        select(User).where(User.email == email, User.deleted_at.is_(None))
+    )
     # Checked against a dummy hash when the email is unknown: same answer, about the same time.
     valid = await verify_password(password, user.password_hash if user else None)
-    async with session.begin():
-        throttle.record(session, "login_succeeded" if valid else "login_failed", client_ip, email)
+    await throttle.record(unit, "login_succeeded" if valid else "login_failed", client_ip, email)
     if not valid or user is None:
         LOGIN_FAILURES.inc()
         raise _invalid_credentials()
@@ -62,7 +60,7 @@ async def issue_token(
 
 
 async def create_api_key(
-    session: AsyncSession, principal: Principal, body: ApiKeyCreateIn
+    unit: UnitOfWork, principal: Principal, body: ApiKeyCreateIn
 ) -> tuple[ApiKey, str]:
     secret = new_api_key_secret()
     api_key = ApiKey(
@@ -74,34 +72,31 @@ async def create_api_key(
         prefix=api_key_display_prefix(secret),
         digest=api_key_digest(secret),
     )
-    async with session.begin():
-        session.add(api_key)
-        await session.flush()
-        await session.refresh(api_key)
+    unit.session.add(api_key)
+    await unit.session.flush()
+    await unit.session.refresh(api_key)
     return api_key, secret
 
 
 async def list_api_keys(
-    session: AsyncSession, principal: Principal, page: PageRequest
+    unit: UnitOfWork, principal: Principal, page: PageRequest
 ) -> tuple[list[ApiKey], bool]:
-    async with session.begin():
-        query = select(ApiKey).where(
-            ApiKey.account_id == principal.account_id, ApiKey.revoked_at.is_(None)
-        )
-        return await paginate(session, query, ApiKey, page)
+    query = select(ApiKey).where(
+        ApiKey.account_id == principal.account_id, ApiKey.revoked_at.is_(None)
+    )
+    return await paginate(unit, query, ApiKey, page)
 
 
-async def revoke_api_key(session: AsyncSession, principal: Principal, key_id: str) -> None:
-    async with session.begin():
-        revoked = await session.scalar(
-            update(ApiKey)
-            .where(
-                ApiKey.id == key_id,
-                ApiKey.account_id == principal.account_id,
-                ApiKey.revoked_at.is_(None),
-            )
-            .values(revoked_at=datetime.now(UTC))
-            .returning(ApiKey.id)
+async def revoke_api_key(unit: UnitOfWork, principal: Principal, key_id: str) -> None:
+    revoked = await unit.session.scalar(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            ApiKey.account_id == principal.account_id,
+            ApiKey.revoked_at.is_(None),
         )
+        .values(revoked_at=datetime.now(UTC))
+        .returning(ApiKey.id)
+    )
     if revoked is None:
         raise NotFound("API key")

@@ -13,11 +13,11 @@ import math
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import AuthEvent
 from app.config import Settings
-from app.errors import ApiError
+from app.kit.db import UnitOfWork
+from app.kit.errors import ApiError
 from app.metrics import LOGIN_THROTTLED
 
 _KNOWN_ADDRESS_DAYS = 30
@@ -34,9 +34,9 @@ class TooManyAttempts(ApiError):
         )
 
 
-async def _nth_newest(session: AsyncSession, n: int, *conditions: object) -> datetime | None:
+async def _nth_newest(unit: UnitOfWork, n: int, *conditions: object) -> datetime | None:
     """The created_at of the n-th newest event matching conditions, or None if fewer exist."""
-    return await session.scalar(
+    return await unit.session.scalar(
         select(AuthEvent.created_at)
         .where(*conditions)  # type: ignore[arg-type]
         .order_by(AuthEvent.created_at.desc())
@@ -45,11 +45,11 @@ async def _nth_newest(session: AsyncSession, n: int, *conditions: object) -> dat
     )
 
 
-async def check_signup_allowed(session: AsyncSession, settings: Settings, client_ip: str) -> None:
+async def check_signup_allowed(unit: UnitOfWork, settings: Settings, client_ip: str) -> None:
     window = timedelta(hours=1)
     since = datetime.now(UTC) - window
     nth = await _nth_newest(
-        session,
+        unit,
         settings.signup_limit_per_hour,
         AuthEvent.kind == "signup",
         AuthEvent.client_ip == client_ip,
@@ -60,11 +60,11 @@ async def check_signup_allowed(session: AsyncSession, settings: Settings, client
 
 
 async def check_login_allowed(
-    session: AsyncSession, settings: Settings, email: str, client_ip: str
+    unit: UnitOfWork, settings: Settings, email: str, client_ip: str
 ) -> None:
     window = timedelta(seconds=settings.login_window_seconds)
     now = datetime.now(UTC)
-    last_success = await session.scalar(
+    last_success = await unit.session.scalar(
         select(func.max(AuthEvent.created_at)).where(
             AuthEvent.kind == "login_succeeded",
             AuthEvent.email == email,
@@ -75,7 +75,7 @@ async def check_login_allowed(
     if last_success is not None and last_success > since:
         since = last_success
     nth = await _nth_newest(
-        session,
+        unit,
         settings.login_failures_per_client,
         AuthEvent.kind == "login_failed",
         AuthEvent.email == email,
@@ -92,7 +92,7 @@ async def check_login_allowed(
     if known_address:
         return
     nth = await _nth_newest(
-        session,
+        unit,
         settings.login_failures_per_email,
         and_(AuthEvent.kind == "login_failed", AuthEvent.email == email),
         AuthEvent.created_at > now - window,
@@ -102,5 +102,8 @@ async def check_login_allowed(
         raise TooManyAttempts(nth + window)
 
 
-def record(session: AsyncSession, kind: str, client_ip: str, email: str | None = None) -> None:
-    session.add(AuthEvent(kind=kind, client_ip=client_ip, email=email))
+async def record(unit: UnitOfWork, kind: str, client_ip: str, email: str | None = None) -> None:
+    """Count an attempt, and commit it: it counts whatever the request answers (a 401 or a
+    409 rolls back everything else), and no transaction is held across the password hash."""
+    unit.session.add(AuthEvent(kind=kind, client_ip=client_ip, email=email))
+    await unit.commit()

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db import Base, created_at_column
+from app.kit.db import Base, created_at_column
 
 INVOICE_STATUSES = ("open", "paid", "uncollectible")
 ATTEMPT_OUTCOMES = ("pending", "succeeded", "declined", "failed")

@@ -16,12 +16,12 @@ from app.billing.schemas import (
     SubscriptionOut,
 )
 from app.billing.service import SubscriptionView
-from app.deps import ClockDep, Session, SettingsDep
-from app.idempotency import IdempotentRoute
-from app.pagination import Page, PageParams
+from app.deps import ClockDep, SettingsDep
+from app.kit.pagination import Page, PageParams
+from app.kit.routing import ApiRoute, Unit
 from app.receipts import PDF_RESPONSES, pdf_response
 
-router = APIRouter(prefix="/v1", tags=["billing"], route_class=IdempotentRoute)
+router = APIRouter(prefix="/v1", tags=["billing"], route_class=ApiRoute)
 
 
 def _plan_out(plan: Plan) -> PlanOut:
@@ -87,8 +87,8 @@ def _invoice_out(invoice: Invoice) -> InvoiceOut:
 
 
 @router.get("/plans", response_model=PlanList, summary="The plans one can subscribe to")
-async def list_plans(principal: RequireMember, session: Session) -> PlanList:
-    return PlanList(data=[_plan_out(plan) for plan in await service.list_plans(session)])
+async def list_plans(principal: RequireMember, unit: Unit) -> PlanList:
+    return PlanList(data=[_plan_out(plan) for plan in await service.list_plans(unit)])
 
 
 @router.post(
@@ -98,17 +98,17 @@ async def list_plans(principal: RequireMember, session: Session) -> PlanList:
     summary="Subscribe to a plan, billed monthly in advance from the next period",
 )
 async def create_subscription(
-    body: SubscriptionIn, principal: RequireFinance, session: Session, clock: ClockDep
+    body: SubscriptionIn, principal: RequireFinance, unit: Unit, clock: ClockDep
 ) -> SubscriptionOut:
-    view = await service.create_subscription(session, clock, principal, body)
+    view = await service.create_subscription(unit, clock, principal, body)
     return _subscription_out(view)
 
 
 @router.get("/subscriptions", response_model=Page[SubscriptionOut], summary="List subscriptions")
 async def list_subscriptions(
-    principal: RequireFinance, session: Session, clock: ClockDep, page: PageParams
+    principal: RequireFinance, unit: Unit, clock: ClockDep, page: PageParams
 ) -> Page[SubscriptionOut]:
-    views, has_more = await service.list_subscriptions(session, clock, principal, page)
+    views, has_more = await service.list_subscriptions(unit, clock, principal, page)
     return Page(data=[_subscription_out(view) for view in views], has_more=has_more)
 
 
@@ -116,9 +116,9 @@ async def list_subscriptions(
     "/subscriptions/{subscription_id}", response_model=SubscriptionOut, summary="A subscription"
 )
 async def get_subscription(
-    subscription_id: str, principal: RequireFinance, session: Session, clock: ClockDep
+    subscription_id: str, principal: RequireFinance, unit: Unit, clock: ClockDep
 ) -> SubscriptionOut:
-    view = await service.get_subscription(session, clock, principal, subscription_id)
+    view = await service.get_subscription(unit, clock, principal, subscription_id)
     return _subscription_out(view)
 
 
@@ -128,17 +128,17 @@ async def get_subscription(
     summary="Cancel a subscription at the end of its current period (no refund)",
 )
 async def cancel_subscription(
-    subscription_id: str, principal: RequireFinance, session: Session, clock: ClockDep
+    subscription_id: str, principal: RequireFinance, unit: Unit, clock: ClockDep
 ) -> SubscriptionOut:
-    view = await service.cancel_subscription(session, clock, principal, subscription_id)
+    view = await service.cancel_subscription(unit, clock, principal, subscription_id)
     return _subscription_out(view)
 
 
 @router.get("/invoices", response_model=Page[InvoiceOut], summary="List invoices")
 async def list_invoices(
-    principal: RequireFinance, session: Session, page: PageParams
+    principal: RequireFinance, unit: Unit, page: PageParams
 ) -> Page[InvoiceOut]:
-    invoices, has_more = await service.list_invoices(session, principal, page)
+    invoices, has_more = await service.list_invoices(unit, principal, page)
     return Page(data=[_invoice_out(invoice) for invoice in invoices], has_more=has_more)
 
 
@@ -150,12 +150,12 @@ async def list_invoices(
     summary="An invoice as a PDF (a receipt once paid)",
 )
 async def get_invoice_pdf(
-    invoice_id: str, principal: RequireFinance, session: Session, settings: SettingsDep
+    invoice_id: str, principal: RequireFinance, unit: Unit, settings: SettingsDep
 ) -> Response:
-    pdf = await service.render_invoice_pdf(session, settings, principal, invoice_id)
+    pdf = await service.render_invoice_pdf(unit, settings, principal, invoice_id)
     return pdf_response(pdf, invoice_id)
 
 
 @router.get("/invoices/{invoice_id}", response_model=InvoiceOut, summary="An invoice")
-async def get_invoice(invoice_id: str, principal: RequireFinance, session: Session) -> InvoiceOut:
-    return _invoice_out(await service.get_invoice(session, principal, invoice_id))
+async def get_invoice(invoice_id: str, principal: RequireFinance, unit: Unit) -> InvoiceOut:
+    return _invoice_out(await service.get_invoice(unit, principal, invoice_id))

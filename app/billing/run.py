@@ -22,26 +22,25 @@ import logging
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Account
 from app.billing.models import Invoice, InvoiceAttempt, InvoiceLine, Plan, Subscription
 from app.billing.periods import period_name, period_start_at
-from app.clock import Clock
-from app.db import driver_connection, in_transaction
-from app.errors import ApiError
 from app.finance.ledger import post_entry
 from app.finance.payment_settings import load_payment_settings
-from app.gateway.base import CardDeclined, Charge, Gateway, GatewayUnavailable
-from app.ids import new_id
+from app.gateway.base import Charge, Gateway
+from app.kit import payments
+from app.kit.clock import Clock
+from app.kit.db import Database, UnitOfWork
+from app.kit.errors import ApiError
+from app.kit.ids import new_id
 from app.payment_methods.models import Card
 
 logger = logging.getLogger(__name__)
-
-Factory = async_sessionmaker[AsyncSession]
 
 # After the first attempt fails, retry this long after it; after the last retry fails, the
 # invoice is uncollectible. A late retry does not move the ones after it.
@@ -78,7 +77,7 @@ class BillingReport:
 
 
 async def bill_period(
-    factory: Factory,
+    database: Database,
     gateway: Gateway,
     clock: Clock,
     period: date,
@@ -94,13 +93,13 @@ async def bill_period(
             f"The period {period:%Y-%m} has not started yet; periods are billed in advance, "
             "from their first day.",
         )
-    report = BillingReport(invoiced=await create_invoices(factory, clock, period, account_ids))
-    await collect_due(factory, gateway, clock, report, period=period, account_ids=account_ids)
+    report = BillingReport(invoiced=await create_invoices(database, clock, period, account_ids))
+    await collect_due(database, gateway, clock, report, period=period, account_ids=account_ids)
     return report
 
 
 async def create_invoices(
-    factory: Factory, clock: Clock, period: date, account_ids: Collection[str] | None = None
+    database: Database, clock: Clock, period: date, account_ids: Collection[str] | None = None
 ) -> int:
     """Make the missing invoices of `period`, one transaction per account; returns how many
     this call made (an invoice another run made first is not counted)."""
@@ -119,62 +118,64 @@ async def create_invoices(
     )
     if account_ids is not None:
         query = query.where(Subscription.account_id.in_(account_ids))
-    async with factory() as session, session.begin():
-        rows = (await session.execute(query)).all()
+    rows = await database.run(lambda unit: _all(unit, query))
     made = 0
     for account_id, lines in itertools.groupby(rows, key=lambda row: row[0]):
         billed = [(subscription_id, plan) for _, subscription_id, plan in lines]
-        async with factory() as session:
-            if await _create_invoice(session, clock, account_id, period, billed):
-                made += 1
+        if await database.run(
+            lambda unit: _create_invoice(unit, clock, account_id, period, billed)  # noqa: B023
+        ):
+            made += 1
     return made
 
 
+async def _all(unit: UnitOfWork, query: Any) -> list[Any]:
+    return list((await unit.session.execute(query)).all())
+
+
 async def _create_invoice(
-    session: AsyncSession,
+    unit: UnitOfWork,
     clock: Clock,
     account_id: str,
     period: date,
     billed: list[tuple[str, Plan]],
 ) -> bool:
-    async def work() -> bool:
-        now = clock.now()
-        invoice_id = await session.scalar(
-            insert(Invoice)
-            .values(
-                id=new_id("inv"),
-                account_id=account_id,
-                period_start=period,
-                status="open",
-                total_cents=sum(plan.monthly_price_cents for _, plan in billed),
-                attempt_count=0,
-                issued_at=now,
-                next_attempt_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=[Invoice.account_id, Invoice.period_start])
-            .returning(Invoice.id)
+    session = unit.session
+    now = clock.now()
+    invoice_id = await session.scalar(
+        insert(Invoice)
+        .values(
+            id=new_id("inv"),
+            account_id=account_id,
+            period_start=period,
+            status="open",
+            total_cents=sum(plan.monthly_price_cents for _, plan in billed),
+            attempt_count=0,
+            issued_at=now,
+            next_attempt_at=now,
         )
-        if invoice_id is None:  # another run billed this account and period first
-            return False
-        session.add_all(
-            InvoiceLine(
-                invoice_id=invoice_id,
-                position=position,
-                subscription_id=subscription_id,
-                plan_id=plan.id,
-                description=f"{plan.name} for {period_name(period)}",
-                amount_cents=plan.monthly_price_cents,
-            )
-            for position, (subscription_id, plan) in enumerate(billed, start=1)
+        .on_conflict_do_nothing(index_elements=[Invoice.account_id, Invoice.period_start])
+        .returning(Invoice.id)
+    )
+    if invoice_id is None:  # another run billed this account and period first
+        return False
+    session.add_all(
+        InvoiceLine(
+            invoice_id=invoice_id,
+            position=position,
+            subscription_id=subscription_id,
+            plan_id=plan.id,
+            description=f"{plan.name} for {period_name(period)}",
+            amount_cents=plan.monthly_price_cents,
         )
-        await session.flush()
-        return True
-
-    return await in_transaction(session, work)
+        for position, (subscription_id, plan) in enumerate(billed, start=1)
+    )
+    await session.flush()
+    return True
 
 
 async def collect_due(
-    factory: Factory,
+    database: Database,
     gateway: Gateway,
     clock: Clock,
     report: BillingReport | None = None,
@@ -193,12 +194,12 @@ async def collect_due(
         query = query.where(Invoice.period_start == period)
     if account_ids is not None:
         query = query.where(Invoice.account_id.in_(account_ids))
-    async with factory() as session, session.begin():
-        due = list((await session.scalars(query)).all())
+    due = [row[0] for row in await database.run(lambda unit: _all(unit, query))]
     for invoice_id in due:
         try:
-            async with factory() as session:
-                invoice = await collect_invoice(session, gateway, clock, invoice_id)
+            invoice = await database.run(
+                lambda unit: collect_invoice(unit, gateway, clock, invoice_id)  # noqa: B023
+            )
         except Exception:
             # One invoice must not hold up the others. What its attempt committed stands: a
             # claim that rolled back leaves it due, a card attempt left pending is the
@@ -223,34 +224,39 @@ class _Claim:
 
 
 async def collect_invoice(
-    session: AsyncSession, gateway: Gateway, clock: Clock, invoice_id: str
+    unit: UnitOfWork, gateway: Gateway, clock: Clock, invoice_id: str
 ) -> Invoice | None:
     """Make the next attempt at a due invoice; None when it is not due (any more)."""
-    claim = await in_transaction(session, lambda: _claim_attempt(session, clock, invoice_id))
+    claim = await _claim_attempt(unit, clock, invoice_id)
     if claim is None or claim.card_token is None:
         return claim.invoice if claim else None
-    try:
-        charge = await gateway.charge(
-            claim.card_token,
-            claim.invoice.total_cents,
-            idempotency_key=attempt_charge_key(invoice_id, claim.number),
-            description=f"Invoice {invoice_id}",
-        )
-    except CardDeclined as declined:
-        return await settle_attempt(
-            session, clock, invoice_id, claim.number, None, declined.decline_code
-        )
-    except GatewayUnavailable:
-        logger.warning(
-            "invoice %s attempt %s: gateway outcome unknown, left pending",
-            invoice_id,
-            claim.number,
-        )
-        return claim.invoice
-    return await settle_attempt(session, clock, invoice_id, claim.number, charge, None)
+    charge = payments.CardCharge(
+        _attempt_ref(invoice_id, claim.number),
+        attempt_charge_key(invoice_id, claim.number),
+        claim.card_token,
+        claim.invoice.total_cents,
+        f"Invoice {invoice_id}",
+    )
+    settled = await payments.charge_pending(unit, gateway, charge, _settle_with(clock))
+    return settled or claim.invoice
 
 
-async def _claim_attempt(session: AsyncSession, clock: Clock, invoice_id: str) -> _Claim | None:
+def _attempt_ref(invoice_id: str, number: int) -> str:
+    return f"{invoice_id}/{number}"
+
+
+def _settle_with(clock: Clock) -> payments.Settle[Invoice]:
+    async def settle(
+        unit: UnitOfWork, ref: str, charge: Charge | None, decline_code: str | None
+    ) -> Invoice:
+        invoice_id, number = ref.rsplit("/", 1)
+        return await settle_attempt(unit, clock, invoice_id, int(number), charge, decline_code)
+
+    return settle
+
+
+async def _claim_attempt(unit: UnitOfWork, clock: Clock, invoice_id: str) -> _Claim | None:
+    session = unit.session
     now = clock.now()
     # Row locks make a second claimer wait and then find next_attempt_at cleared: one wins.
     invoice = await session.scalar(
@@ -263,7 +269,7 @@ async def _claim_attempt(session: AsyncSession, clock: Clock, invoice_id: str) -
     if invoice is None:
         return None
     account = await session.get_one(Account, invoice.account_id)
-    settings = await load_payment_settings(session, account)
+    settings = await load_payment_settings(unit, account)
     method = settings.default_payment_method
     attempt = InvoiceAttempt(
         invoice_id=invoice.id,
@@ -283,7 +289,7 @@ async def _claim_attempt(session: AsyncSession, clock: Clock, invoice_id: str) -
         _fail(attempt, now, "payment_method_disabled")
     elif method == "balance":
         posting = await post_entry(
-            await driver_connection(session),
+            unit,
             account_id=invoice.account_id,
             type="invoice",
             amount_cents=-invoice.total_cents,
@@ -304,7 +310,7 @@ async def _claim_attempt(session: AsyncSession, clock: Clock, invoice_id: str) -
             attempt.card_last4 = invoice.card_last4 = card.last4
             card_token = card.gateway_token
     await session.flush()
-    await _apply_outcome(session, invoice, attempt, now)
+    await _apply_outcome(unit, invoice, attempt, now)
     return _Claim(invoice, attempt.number, card_token)
 
 
@@ -315,7 +321,7 @@ def _fail(attempt: InvoiceAttempt, now: datetime, failure_code: str) -> None:
 
 
 async def settle_attempt(
-    session: AsyncSession,
+    unit: UnitOfWork,
     clock: Clock,
     invoice_id: str,
     number: int,
@@ -325,44 +331,41 @@ async def settle_attempt(
     """Record the gateway's definite answer for a pending card attempt, exactly once: a
     succeeded charge pays the invoice; a declined one (decline_code), or none at all (both
     None: the gateway never made it), schedules the next attempt or gives up."""
-
-    async def work() -> Invoice:
-        now = clock.now()
-        values: dict[str, object] = {"settled_at": now}
-        if charge is not None and charge.status == "succeeded":
-            values.update(outcome="succeeded", gateway_charge_id=charge.charge_id)
-        elif charge is None and decline_code is None:
-            values.update(outcome="failed", failure_code=CHARGE_NOT_MADE)
-        else:
-            values.update(
-                outcome="declined",
-                failure_code="card_declined",
-                decline_code=decline_code or "generic_decline",
-                gateway_charge_id=charge.charge_id if charge else None,
-            )
-        attempt = await session.scalar(
-            update(InvoiceAttempt)
-            .where(
-                InvoiceAttempt.invoice_id == invoice_id,
-                InvoiceAttempt.number == number,
-                InvoiceAttempt.outcome == "pending",
-            )
-            .values(**values)
-            .returning(InvoiceAttempt),
-            execution_options={"populate_existing": True},
+    session = unit.session
+    now = clock.now()
+    values: dict[str, object] = {"settled_at": now}
+    if charge is not None and charge.status == "succeeded":
+        values.update(outcome="succeeded", gateway_charge_id=charge.charge_id)
+    elif charge is None and decline_code is None:
+        values.update(outcome="failed", failure_code=CHARGE_NOT_MADE)
+    else:
+        values.update(
+            outcome="declined",
+            failure_code="card_declined",
+            decline_code=decline_code or "generic_decline",
+            gateway_charge_id=charge.charge_id if charge else None,
         )
-        invoice = await session.get_one(
-            Invoice, invoice_id, with_for_update=True, populate_existing=True
+    attempt = await session.scalar(
+        update(InvoiceAttempt)
+        .where(
+            InvoiceAttempt.invoice_id == invoice_id,
+            InvoiceAttempt.number == number,
+            InvoiceAttempt.outcome == "pending",
         )
-        if attempt is not None:  # else settled already, by a reconciler or an earlier call
-            await _apply_outcome(session, invoice, attempt, now)
-        return invoice
-
-    return await in_transaction(session, work)
+        .values(**values)
+        .returning(InvoiceAttempt),
+        execution_options={"populate_existing": True},
+    )
+    invoice = await session.get_one(
+        Invoice, invoice_id, with_for_update=True, populate_existing=True
+    )
+    if attempt is not None:  # else settled already, by a reconciler or an earlier call
+        await _apply_outcome(unit, invoice, attempt, now)
+    return invoice
 
 
 async def _apply_outcome(
-    session: AsyncSession, invoice: Invoice, attempt: InvoiceAttempt, now: datetime
+    unit: UnitOfWork, invoice: Invoice, attempt: InvoiceAttempt, now: datetime
 ) -> None:
     """Move the invoice on after a settled attempt; a pending one leaves it waiting."""
     if attempt.outcome == "succeeded":
@@ -374,11 +377,12 @@ async def _apply_outcome(
         elif attempt.failure_code == CHARGE_NOT_MADE:
             invoice.next_attempt_at = now  # our failure, not the customer's: try again now
         else:
-            await _schedule_retry(session, invoice)
-    await session.flush()
+            await _schedule_retry(unit, invoice)
+    await unit.session.flush()
 
 
-async def _schedule_retry(session: AsyncSession, invoice: Invoice) -> None:
+async def _schedule_retry(unit: UnitOfWork, invoice: Invoice) -> None:
+    session = unit.session
     failed = (
         select(func.count())
         .select_from(InvoiceAttempt)
@@ -399,3 +403,40 @@ async def _schedule_retry(session: AsyncSession, invoice: Invoice) -> None:
     )
     assert first is not None
     invoice.next_attempt_at = first + RETRY_DELAYS[failures - 1]
+
+
+async def _pending_attempts(
+    unit: UnitOfWork, older_than: timedelta | None
+) -> list[payments.Pending]:
+    age = func.clock_timestamp() - InvoiceAttempt.created_at
+    query = (
+        select(InvoiceAttempt, Invoice.account_id, age)
+        .join(Invoice, Invoice.id == InvoiceAttempt.invoice_id)
+        .where(InvoiceAttempt.outcome == "pending")
+        .order_by(InvoiceAttempt.created_at)
+    )
+    if older_than is not None:
+        query = query.where(age > older_than)
+    rows = await unit.session.execute(query.limit(500))
+    return [
+        payments.Pending(
+            "invoice",
+            _attempt_ref(attempt.invoice_id, attempt.number),
+            account_id,
+            attempt.amount_cents,
+            attempt.created_at,
+            wait,
+            note=f"attempt {attempt.number}",
+        )
+        for attempt, account_id, wait in rows
+    ]
+
+
+def _attempt_key(pending: payments.Pending) -> str:
+    invoice_id, number = pending.ref.rsplit("/", 1)
+    return attempt_charge_key(invoice_id, int(number))
+
+
+# No charge under an attempt's key means the gateway never made it (charge_not_made): the
+# invoice moves on to its next try.
+INVOICE_ATTEMPTS = payments.charge_kind("invoice", _pending_attempts, _attempt_key, _settle_with)

@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from app.finance.schemas import Currency, PaymentMethod
-from app.money import Amount
-from app.schemas import RequestModel, ResponseModel, Timestamp
+from app.kit.money import Amount
+from app.kit.schemas import RequestModel, ResponseModel, Timestamp
 
 
 class PlanOut(ResponseModel):

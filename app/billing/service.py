@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Select, select
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.accounts.models import BillingInfo
@@ -20,18 +19,17 @@ from app.auth.principal import Principal
 from app.billing.models import Invoice, Plan, Subscription
 from app.billing.periods import last_day, next_period, period_name, period_of, period_start_at
 from app.billing.schemas import SubscriptionIn
-from app.clock import Clock
 from app.config import Settings
-from app.db import in_transaction
-from app.errors import NotFound, validation_error
-from app.ids import new_id
-from app.pagination import PageRequest, paginate
+from app.kit.clock import Clock
+from app.kit.db import UnitOfWork
+from app.kit.errors import NotFound, validation_error
+from app.kit.ids import new_id
+from app.kit.pagination import PageRequest, paginate
 from app.receipts import Receipt, ReceiptLine, billed_to, card_label, render_pdf
 
 
-async def list_plans(session: AsyncSession) -> list[Plan]:
-    async with session.begin():
-        return list((await session.scalars(select(Plan).order_by(Plan.position))).all())
+async def list_plans(unit: UnitOfWork) -> list[Plan]:
+    return list((await unit.session.scalars(select(Plan).order_by(Plan.position))).all())
 
 
 # Subscriptions
@@ -60,24 +58,21 @@ class SubscriptionView:
 
 
 async def create_subscription(
-    session: AsyncSession, clock: Clock, principal: Principal, body: SubscriptionIn
+    unit: UnitOfWork, clock: Clock, principal: Principal, body: SubscriptionIn
 ) -> SubscriptionView:
-    async def work() -> SubscriptionView:
-        plan = await session.get(Plan, body.plan_id)
-        if plan is None:
-            raise validation_error("body.plan_id", "is not a plan; see GET /v1/plans")
-        subscription = Subscription(
-            id=new_id("sub"),
-            account_id=principal.account_id,
-            plan=plan,
-            started_at=clock.now(),
-            cancel_at_period_end=False,
-        )
-        session.add(subscription)
-        await session.flush()
-        return SubscriptionView(subscription, clock.now())
-
-    return await in_transaction(session, work)
+    plan = await unit.session.get(Plan, body.plan_id)
+    if plan is None:
+        raise validation_error("body.plan_id", "is not a plan; see GET /v1/plans")
+    subscription = Subscription(
+        id=new_id("sub"),
+        account_id=principal.account_id,
+        plan=plan,
+        started_at=clock.now(),
+        cancel_at_period_end=False,
+    )
+    unit.session.add(subscription)
+    await unit.session.flush()
+    return SubscriptionView(subscription, clock.now())
 
 
 def _subscriptions_of(principal: Principal) -> Select[Subscription]:
@@ -89,54 +84,44 @@ def _subscriptions_of(principal: Principal) -> Select[Subscription]:
 
 
 async def list_subscriptions(
-    session: AsyncSession, clock: Clock, principal: Principal, page: PageRequest
+    unit: UnitOfWork, clock: Clock, principal: Principal, page: PageRequest
 ) -> tuple[list[SubscriptionView], bool]:
-    async with session.begin():
-        subscriptions, has_more = await paginate(
-            session, _subscriptions_of(principal), Subscription, page
-        )
+    subscriptions, has_more = await paginate(unit, _subscriptions_of(principal), Subscription, page)
     now = clock.now()
     return [SubscriptionView(subscription, now) for subscription in subscriptions], has_more
 
 
 async def get_subscription(
-    session: AsyncSession, clock: Clock, principal: Principal, subscription_id: str
+    unit: UnitOfWork, clock: Clock, principal: Principal, subscription_id: str
 ) -> SubscriptionView:
-    async with session.begin():
-        subscription = await _load_subscription(session, principal, subscription_id)
+    subscription = await _load_subscription(unit, principal, subscription_id)
     return SubscriptionView(subscription, clock.now())
 
 
 async def _load_subscription(
-    session: AsyncSession, principal: Principal, subscription_id: str, *, for_update: bool = False
+    unit: UnitOfWork, principal: Principal, subscription_id: str, *, for_update: bool = False
 ) -> Subscription:
     query = _subscriptions_of(principal).where(Subscription.id == subscription_id)
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
-    subscription = await session.scalar(query)
+    subscription = await unit.session.scalar(query)
     if subscription is None:
         raise NotFound("subscription")
     return subscription
 
 
 async def cancel_subscription(
-    session: AsyncSession, clock: Clock, principal: Principal, subscription_id: str
+    unit: UnitOfWork, clock: Clock, principal: Principal, subscription_id: str
 ) -> SubscriptionView:
     """End the subscription when its current period ends. Canceling again changes nothing."""
-
-    async def work() -> SubscriptionView:
-        subscription = await _load_subscription(
-            session, principal, subscription_id, for_update=True
-        )
-        now = clock.now()
-        if not subscription.cancel_at_period_end:
-            subscription.cancel_at_period_end = True
-            subscription.canceled_at = now
-            subscription.ended_at = period_start_at(next_period(period_of(now)))
-            await session.flush()
-        return SubscriptionView(subscription, now)
-
-    return await in_transaction(session, work)
+    subscription = await _load_subscription(unit, principal, subscription_id, for_update=True)
+    now = clock.now()
+    if not subscription.cancel_at_period_end:
+        subscription.cancel_at_period_end = True
+        subscription.canceled_at = now
+        subscription.ended_at = period_start_at(next_period(period_of(now)))
+        await unit.session.flush()
+    return SubscriptionView(subscription, now)
 
 
 # Invoices
@@ -151,30 +136,27 @@ def _invoices_of(principal: Principal) -> Select[Invoice]:
 
 
 async def list_invoices(
-    session: AsyncSession, principal: Principal, page: PageRequest
+    unit: UnitOfWork, principal: Principal, page: PageRequest
 ) -> tuple[list[Invoice], bool]:
-    async with session.begin():
-        return await paginate(session, _invoices_of(principal), Invoice, page)
+    return await paginate(unit, _invoices_of(principal), Invoice, page)
 
 
-async def get_invoice(session: AsyncSession, principal: Principal, invoice_id: str) -> Invoice:
-    async with session.begin():
-        return await _load_invoice(session, principal, invoice_id)
+async def get_invoice(unit: UnitOfWork, principal: Principal, invoice_id: str) -> Invoice:
+    return await _load_invoice(unit, principal, invoice_id)
 
 
-async def _load_invoice(session: AsyncSession, principal: Principal, invoice_id: str) -> Invoice:
-    invoice = await session.scalar(_invoices_of(principal).where(Invoice.id == invoice_id))
+async def _load_invoice(unit: UnitOfWork, principal: Principal, invoice_id: str) -> Invoice:
+    invoice = await unit.session.scalar(_invoices_of(principal).where(Invoice.id == invoice_id))
     if invoice is None:
         raise NotFound("invoice")
     return invoice
 
 
 async def render_invoice_pdf(
-    session: AsyncSession, settings: Settings, principal: Principal, invoice_id: str
+    unit: UnitOfWork, settings: Settings, principal: Principal, invoice_id: str
 ) -> bytes:
-    async with session.begin():
-        invoice = await _load_invoice(session, principal, invoice_id)
-        billing = await session.get(BillingInfo, principal.account_id)
+    invoice = await _load_invoice(unit, principal, invoice_id)
+    billing = await unit.session.get(BillingInfo, principal.account_id)
     return await render_pdf(
         settings, invoice_receipt(invoice, billed_to(principal.account, billing))
     )

@@ -1,51 +1,18 @@
-"""The only code that moves a balance: one statement updates the balance row and appends the
-ledger entry it returns, inside the caller's short transaction. A debit that crosses the
-low-balance threshold queues its notice in that same transaction.
-
-A debit is conditional (`WHERE balance_cents + amount >= 0`): when the balance is too low no
-row comes back and nothing is written. The balance row's lock is held only until the
-caller commits, never across a gateway call.
+"""The ledger of the balance, as the services see it. The only code that moves a balance is
+the database function `post_ledger_entry` (migration 0005): one call updates the balance row
+and appends the entry, inside the caller's transaction; a debit that would take the balance
+below zero writes nothing; a debit that crosses the low-balance threshold queues its notice
+in the same transaction. The balance row's lock is held only until the caller commits,
+never across a gateway call.
 """
 
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
+from app.kit.db import UnitOfWork
+from app.kit.ids import new_id
 
-from app.finance.notifications import crossed_threshold, queue_low_balance_notice
-from app.ids import new_id
-
-_CREDIT = """
-    WITH moved AS (
-        INSERT INTO account_balance (account_id, balance_cents, last_entry_seq)
-        VALUES ($2, $4, 1)
-        ON CONFLICT (account_id) DO UPDATE
-            SET balance_cents = account_balance.balance_cents + EXCLUDED.balance_cents,
-                last_entry_seq = account_balance.last_entry_seq + 1
-        RETURNING balance_cents, last_entry_seq
-    )
-    INSERT INTO ledger_entry (id, account_id, seq, type, amount_cents, balance_after_cents,
-                              deposit_id, order_id, invoice_id, description)
-    SELECT $1, $2, last_entry_seq, $3, $4, balance_cents, $5, $6, $8, $7
-    FROM moved
-    RETURNING id, seq, balance_after_cents, created_at
-"""
-
-_DEBIT = """
-    WITH moved AS (
-        UPDATE account_balance
-        SET balance_cents = balance_cents + $4, last_entry_seq = last_entry_seq + 1
-        WHERE account_id = $2 AND balance_cents + $4 >= 0
-        RETURNING balance_cents, last_entry_seq
-    )
-    INSERT INTO ledger_entry (id, account_id, seq, type, amount_cents, balance_after_cents,
-                              deposit_id, order_id, invoice_id, description)
-    SELECT $1, $2, last_entry_seq, $3, $4, balance_cents, $5, $6, $8, $7
-    FROM moved
-    RETURNING id, seq, balance_after_cents, created_at,
-        (SELECT low_balance_threshold_cents FROM finance_settings
-         WHERE account_id = $2) AS threshold_cents
-"""
+_POST = "SELECT * FROM post_ledger_entry($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
 @dataclass(frozen=True)
@@ -62,7 +29,7 @@ class Posting:
 
 
 async def post_entry(
-    conn: asyncpg.Connection,
+    unit: UnitOfWork,
     *,
     account_id: str,
     type: str,
@@ -72,31 +39,25 @@ async def post_entry(
     order_id: str | None = None,
     invoice_id: str | None = None,
 ) -> Posting | None:
-    """Move the balance by a signed amount and append its entry, inside the transaction open
-    on `conn` (`driver_connection(session)` from an ORM transaction). A debit that would take
-    the balance below zero writes nothing and returns None."""
+    """Move the balance by a signed amount and append its entry, in the unit's transaction.
+    A debit that would take the balance below zero writes nothing and returns None."""
     assert amount_cents != 0
+    conn = await unit.connection()
     row = await conn.fetchrow(
-        _CREDIT if amount_cents > 0 else _DEBIT,
+        _POST,
         new_id("txn"),
         account_id,
         type,
         amount_cents,
+        description,
         deposit_id,
         order_id,
-        description,
         invoice_id,
     )
     if row is None:
         return None
-    if amount_cents < 0:
-        before = row["balance_after_cents"] - amount_cents
-        if crossed_threshold(before, row["balance_after_cents"], row["threshold_cents"]):
-            await queue_low_balance_notice(
-                conn, account_id, row["balance_after_cents"], row["threshold_cents"]
-            )
     return Posting(
-        entry_id=row["id"],
+        entry_id=row["entry_id"],
         seq=row["seq"],
         amount_cents=amount_cents,
         balance_after_cents=row["balance_after_cents"],

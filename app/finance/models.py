@@ -15,7 +15,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, created_at_column
+from app.kit.db import Base, created_at_column
 
 
 class FinanceSettings(Base):

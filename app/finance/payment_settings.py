@@ -2,10 +2,9 @@
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from app.accounts.models import Account
 from app.finance.models import FinanceSettings
+from app.kit.db import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,5 @@ def settings_of(row: FinanceSettings | None, account: Account) -> PaymentSetting
     )
 
 
-async def load_payment_settings(session: AsyncSession, account: Account) -> PaymentSettings:
-    """Inside the caller's transaction."""
-    return settings_of(await session.get(FinanceSettings, account.id), account)
+async def load_payment_settings(unit: UnitOfWork, account: Account) -> PaymentSettings:
+    return settings_of(await unit.session.get(FinanceSettings, account.id), account)

@@ -3,8 +3,7 @@
 from fastapi import APIRouter, Response
 
 from app.auth.principal import RequireFinance, RequireMember
-from app.deps import EngineDep, GatewayDep, Session, SettingsDep
-from app.errors import ApiError
+from app.deps import GatewayDep, SettingsDep
 from app.finance import service
 from app.finance.models import Deposit, LedgerEntry
 from app.finance.payment_settings import PaymentSettings
@@ -16,11 +15,12 @@ from app.finance.schemas import (
     FinanceSettingsPatch,
     TransactionOut,
 )
-from app.idempotency import IDEMPOTENCY_REQUIRED, IdempotencyKeyDep, IdempotentRoute
-from app.pagination import Page, PageParams
+from app.kit.errors import ApiError
+from app.kit.pagination import Page, PageParams
+from app.kit.routing import IDEMPOTENCY_REQUIRED, ApiRoute, IdempotencyKeyDep, Unit
 from app.receipts import PDF_RESPONSES, pdf_response
 
-router = APIRouter(prefix="/v1/finance", tags=["finance"], route_class=IdempotentRoute)
+router = APIRouter(prefix="/v1/finance", tags=["finance"], route_class=ApiRoute)
 
 
 def _settings_out(settings: PaymentSettings) -> FinanceSettingsOut:
@@ -60,20 +60,20 @@ def _transaction_out(entry: LedgerEntry) -> TransactionOut:
 
 
 @router.get("/settings", response_model=FinanceSettingsOut, summary="Payment settings")
-async def get_settings(principal: RequireFinance, session: Session) -> FinanceSettingsOut:
-    return _settings_out(await service.get_payment_settings(session, principal))
+async def get_settings(principal: RequireFinance, unit: Unit) -> FinanceSettingsOut:
+    return _settings_out(await service.get_payment_settings(unit, principal))
 
 
 @router.patch("/settings", response_model=FinanceSettingsOut, summary="Change payment settings")
 async def update_settings(
-    body: FinanceSettingsPatch, principal: RequireFinance, session: Session
+    body: FinanceSettingsPatch, principal: RequireFinance, unit: Unit
 ) -> FinanceSettingsOut:
-    return _settings_out(await service.update_payment_settings(session, principal, body))
+    return _settings_out(await service.update_payment_settings(unit, principal, body))
 
 
 @router.get("/balance", response_model=BalanceOut, summary="The account balance")
-async def get_balance(principal: RequireMember, engine: EngineDep) -> BalanceOut:
-    view = await service.get_balance(engine, principal)
+async def get_balance(principal: RequireMember, unit: Unit) -> BalanceOut:
+    view = await service.get_balance(unit, principal)
     return BalanceOut(
         balance=view.balance_cents,
         low_balance_threshold=view.low_balance_threshold_cents,
@@ -92,14 +92,14 @@ async def get_balance(principal: RequireMember, engine: EngineDep) -> BalanceOut
 async def create_deposit(
     body: DepositIn,
     principal: RequireFinance,
-    session: Session,
+    unit: Unit,
     settings: SettingsDep,
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
     response: Response,
 ) -> DepositOut:
     deposit = await service.create_deposit(
-        session, settings, gateway, principal, body.amount, idempotency_key
+        unit, settings, gateway, principal, body.amount, idempotency_key
     )
     if deposit.status == "failed":
         raise ApiError(
@@ -115,9 +115,9 @@ async def create_deposit(
 
 @router.get("/deposits", response_model=Page[DepositOut], summary="List deposits")
 async def list_deposits(
-    principal: RequireFinance, session: Session, page: PageParams
+    principal: RequireFinance, unit: Unit, page: PageParams
 ) -> Page[DepositOut]:
-    deposits, has_more = await service.list_deposits(session, principal, page)
+    deposits, has_more = await service.list_deposits(unit, principal, page)
     return Page(data=[deposit_out(deposit) for deposit in deposits], has_more=has_more)
 
 
@@ -129,22 +129,22 @@ async def list_deposits(
     summary="A deposit's PDF receipt",
 )
 async def get_deposit_pdf(
-    deposit_id: str, principal: RequireFinance, session: Session, settings: SettingsDep
+    deposit_id: str, principal: RequireFinance, unit: Unit, settings: SettingsDep
 ) -> Response:
-    pdf = await service.render_deposit_pdf(session, settings, principal, deposit_id)
+    pdf = await service.render_deposit_pdf(unit, settings, principal, deposit_id)
     return pdf_response(pdf, deposit_id)
 
 
 @router.get("/deposits/{deposit_id}", response_model=DepositOut, summary="A deposit")
-async def get_deposit(deposit_id: str, principal: RequireFinance, session: Session) -> DepositOut:
-    return deposit_out(await service.get_deposit(session, principal, deposit_id))
+async def get_deposit(deposit_id: str, principal: RequireFinance, unit: Unit) -> DepositOut:
+    return deposit_out(await service.get_deposit(unit, principal, deposit_id))
 
 
 @router.get(
     "/transactions", response_model=Page[TransactionOut], summary="The ledger, newest first"
 )
 async def list_transactions(
-    principal: RequireFinance, session: Session, page: PageParams
+    principal: RequireFinance, unit: Unit, page: PageParams
 ) -> Page[TransactionOut]:
-    entries, has_more = await service.list_transactions(session, principal, page)
+    entries, has_more = await service.list_transactions(unit, principal, page)
     return Page(data=[_transaction_out(entry) for entry in entries], has_more=has_more)

@@ -5,8 +5,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from app.accounts.schemas import Email
-from app.money import Amount, AmountIn, AmountOrZeroIn
-from app.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
+from app.kit.money import Amount, AmountIn, AmountOrZeroIn
+from app.kit.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
 
 PaymentMethod = Literal["balance", "card"]
 Currency = Literal["USD"]

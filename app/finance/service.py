@@ -1,88 +1,89 @@
 """Rules of money held: payment settings, the balance, deposits and the ledger.
 
-Deposits run in two phases. A pending deposit is recorded and committed; the card is
-charged outside any transaction, under a gateway key derived from the deposit id; a second
-short transaction settles it. A timeout or a gateway error leaves it pending and credits
-nothing: the reconciler asks the gateway later and calls settle_deposit() like we do.
+A deposit is a two-phase payment (`app.kit.payments`): recorded pending, the card charged
+under `deposit:{id}:charge` outside any transaction, then settled once, here or by the
+reconciler. A timeout or a gateway error leaves it pending and credits nothing.
 """
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 
 from app.accounts.models import Account, BillingInfo
 from app.auth.principal import Principal
 from app.config import Settings
-from app.db import driver_connection, in_transaction, raw_connection
-from app.errors import ApiError, NotFound
 from app.finance.ledger import Posting, post_entry
 from app.finance.models import Deposit, FinanceSettings, LedgerEntry
 from app.finance.payment_settings import PaymentSettings, load_payment_settings, settings_of
 from app.finance.schemas import FinanceSettingsPatch
-from app.gateway.base import CardDeclined, Charge, Gateway, GatewayUnavailable
-from app.ids import new_id
-from app.money import format_amount
-from app.pagination import PageRequest, paginate
+from app.gateway.base import Charge, Gateway
+from app.kit import payments
+from app.kit.db import UnitOfWork
+from app.kit.errors import ApiError, NotFound
+from app.kit.ids import new_id
+from app.kit.money import format_amount
+from app.kit.pagination import PageRequest, paginate
 from app.payment_methods.models import Card
 from app.receipts import Receipt, ReceiptLine, billed_to, card_label, render_pdf
 
 logger = logging.getLogger(__name__)
 
 
-async def get_payment_settings(session: AsyncSession, principal: Principal) -> PaymentSettings:
-    async with session.begin():
-        return await load_payment_settings(session, principal.account)
+async def get_payment_settings(unit: UnitOfWork, principal: Principal) -> PaymentSettings:
+    return await load_payment_settings(unit, principal.account)
 
 
 async def update_payment_settings(
-    session: AsyncSession, principal: Principal, patch: FinanceSettingsPatch
+    unit: UnitOfWork, principal: Principal, patch: FinanceSettingsPatch
 ) -> PaymentSettings:
-    async def work() -> PaymentSettings:
-        row = await session.get(FinanceSettings, principal.account_id, with_for_update=True)
-        current = settings_of(row, principal.account)
-        changes = {field: getattr(patch, field) for field in patch.model_fields_set}
-        balance_on = changes.get("balance_payments_enabled", current.balance_payments_enabled)
-        card_on = changes.get("card_payments_enabled", current.card_payments_enabled)
-        default = changes.get("default_payment_method", current.default_payment_method)
-        if not balance_on and not card_on:
-            raise ApiError(
-                "no_payment_method_enabled", 422, "At least one payment method must stay enabled."
-            )
-        if default is not None and not (balance_on if default == "balance" else card_on):
-            raise ApiError(
-                "default_method_disabled",
-                422,
-                f"The default payment method ({default}) must be enabled; enable it or name "
-                "another default in the same request.",
-            )
-        threshold = changes.get("low_balance_threshold", current.low_balance_threshold_cents)
-        emails = changes.get("notification_emails", row.notification_emails if row else None)
-        if emails is not None:
-            emails = list(dict.fromkeys(emails))  # keep order, drop repeats
-        values = {
-            "balance_payments_enabled": balance_on,
-            "card_payments_enabled": card_on,
-            "default_payment_method": default,
-            "low_balance_threshold_cents": threshold,
-            "notification_emails": emails,
-        }
-        if row is None:
-            row = FinanceSettings(account_id=principal.account_id, **values)
-            session.add(row)
-        else:
-            for name, value in values.items():
-                setattr(row, name, value)
-        await session.flush()
-        return settings_of(row, principal.account)
-
-    try:
-        return await in_transaction(session, work)
-    except IntegrityError:  # two first-time PATCHes raced to create the row: the loser retries
-        return await in_transaction(session, work)
+    session = unit.session
+    # The row is locked for the rules below; a first PATCH creates it (two first PATCHes at
+    # once: the loser's insert conflicts and waits, then updates what the winner made).
+    defaults = settings_of(None, principal.account)
+    await session.execute(
+        insert(FinanceSettings)
+        .values(
+            account_id=principal.account_id,
+            balance_payments_enabled=defaults.balance_payments_enabled,
+            card_payments_enabled=defaults.card_payments_enabled,
+            default_payment_method=defaults.default_payment_method,
+        )
+        .on_conflict_do_nothing(index_elements=[FinanceSettings.account_id])
+    )
+    row = await session.get_one(
+        FinanceSettings, principal.account_id, with_for_update=True, populate_existing=True
+    )
+    current = settings_of(row, principal.account)
+    changes = {field: getattr(patch, field) for field in patch.model_fields_set}
+    balance_on = changes.get("balance_payments_enabled", current.balance_payments_enabled)
+    card_on = changes.get("card_payments_enabled", current.card_payments_enabled)
+    default = changes.get("default_payment_method", current.default_payment_method)
+    if not balance_on and not card_on:
+        raise ApiError(
+            "no_payment_method_enabled", 422, "At least one payment method must stay enabled."
+        )
+    if default is not None and not (balance_on if default == "balance" else card_on):
+        raise ApiError(
+            "default_method_disabled",
+            422,
+            f"The default payment method ({default}) must be enabled; enable it or name "
+            "another default in the same request.",
+        )
+    emails = changes.get("notification_emails", row.notification_emails)
+    if emails is not None:
+        emails = list(dict.fromkeys(emails))  # keep order, drop repeats
+    row.balance_payments_enabled = balance_on
+    row.card_payments_enabled = card_on
+    row.default_payment_method = default
+    row.low_balance_threshold_cents = changes.get(
+        "low_balance_threshold", current.low_balance_threshold_cents
+    )
+    row.notification_emails = emails
+    await session.flush()
+    return settings_of(row, principal.account)
 
 
 @dataclass(frozen=True)
@@ -102,18 +103,18 @@ _BALANCE = """
 """
 
 
-async def get_balance(engine: AsyncEngine, principal: Principal) -> BalanceView:
+async def get_balance(unit: UnitOfWork, principal: Principal) -> BalanceView:
     """One statement, so one consistent snapshot, without a transaction around it."""
-    async with raw_connection(engine) as conn:
-        balance, threshold = await conn.fetchrow(_BALANCE, principal.account_id)
-    return BalanceView(balance or 0, threshold)
+    row = await unit.fetchrow_atomic(_BALANCE, principal.account_id)
+    assert row is not None
+    return BalanceView(row[0] or 0, row[1])
 
 
 # Deposits
 
 
 async def create_deposit(
-    session: AsyncSession,
+    unit: UnitOfWork,
     settings: Settings,
     gateway: Gateway,
     principal: Principal,
@@ -127,43 +128,39 @@ async def create_deposit(
             f"Deposits must be between {format_amount(settings.deposit_min_cents)} and "
             f"{format_amount(settings.deposit_max_cents)} USD.",
         )
-    async with session.begin():
-        # A retry that took over an abandoned key finds the deposit it already made.
-        existing = await session.scalar(
-            select(Deposit).where(
-                Deposit.account_id == principal.account_id,
-                Deposit.idempotency_key == idempotency_key,
-            )
+    session = unit.session
+    # A retry that took over an abandoned key finds the deposit it already made.
+    existing = await session.scalar(
+        select(Deposit).where(
+            Deposit.account_id == principal.account_id,
+            Deposit.idempotency_key == idempotency_key,
         )
-        if existing is not None:
-            return existing
-        card = await session.get(Card, principal.account_id)
-        if card is None:
-            raise ApiError("no_card_on_file", 409, "Add a card before depositing.")
-        deposit = Deposit(
-            id=new_id("dep"),
-            account_id=principal.account_id,
-            idempotency_key=idempotency_key,
-            amount_cents=amount_cents,
-            status="pending",
-            card_brand=card.brand,
-            card_last4=card.last4,
-        )
-        session.add(deposit)
-        card_token = card.gateway_token
-    try:
-        charge = await gateway.charge(
-            card_token,
-            amount_cents,
-            idempotency_key=deposit_charge_key(deposit.id),
-            description=f"Deposit {deposit.id}",
-        )
-    except CardDeclined as declined:
-        return await settle_deposit(session, deposit.id, None, declined.decline_code)
-    except GatewayUnavailable:
-        logger.warning("deposit %s: gateway outcome unknown, left pending", deposit.id)
-        return deposit
-    return await settle_deposit(session, deposit.id, charge, None)
+    )
+    if existing is not None:
+        return existing
+    card = await session.get(Card, principal.account_id)
+    if card is None:
+        raise ApiError("no_card_on_file", 409, "Add a card before depositing.")
+    deposit = Deposit(
+        id=new_id("dep"),
+        account_id=principal.account_id,
+        idempotency_key=idempotency_key,
+        amount_cents=amount_cents,
+        status="pending",
+        card_brand=card.brand,
+        card_last4=card.last4,
+    )
+    session.add(deposit)
+    await session.flush()
+    charge = payments.CardCharge(
+        deposit.id,
+        deposit_charge_key(deposit.id),
+        card.gateway_token,
+        amount_cents,
+        f"Deposit {deposit.id}",
+    )
+    settled = await payments.charge_pending(unit, gateway, charge, settle_deposit)
+    return settled or deposit
 
 
 def deposit_charge_key(deposit_id: str) -> str:
@@ -171,79 +168,92 @@ def deposit_charge_key(deposit_id: str) -> str:
 
 
 async def settle_deposit(
-    session: AsyncSession, deposit_id: str, charge: Charge | None, decline_code: str | None
+    unit: UnitOfWork, deposit_id: str, charge: Charge | None, decline_code: str | None
 ) -> Deposit:
     """Record the gateway's definite answer for a pending deposit: credit the balance (a
-    succeeded charge) or fail it (None). Exactly once: only a pending deposit changes, in the
-    same transaction as its ledger entry, so a reconciler racing us cannot credit twice."""
-
-    async def work() -> Deposit:
-        now = datetime.now(UTC)
-        deposit: Deposit | None
-        if charge is not None and charge.status == "succeeded":
-            deposit = await session.scalar(
-                update(Deposit)
-                .where(Deposit.id == deposit_id, Deposit.status == "pending")
-                .values(status="succeeded", gateway_charge_id=charge.charge_id, settled_at=now)
-                .returning(Deposit)
+    succeeded charge) or fail it. Exactly once: only a pending deposit changes, in the same
+    transaction as its ledger entry, so a reconciler racing us cannot credit twice."""
+    session = unit.session
+    now = datetime.now(UTC)
+    deposit: Deposit | None
+    if charge is not None and charge.status == "succeeded":
+        deposit = await session.scalar(
+            update(Deposit)
+            .where(Deposit.id == deposit_id, Deposit.status == "pending")
+            .values(status="succeeded", gateway_charge_id=charge.charge_id, settled_at=now)
+            .returning(Deposit),
+            execution_options={"populate_existing": True},
+        )
+        if deposit is not None:
+            posting = await post_entry(
+                unit,
+                account_id=deposit.account_id,
+                type="deposit",
+                amount_cents=deposit.amount_cents,
+                deposit_id=deposit.id,
+                description=f"Deposit by card {deposit.card_brand} ending {deposit.card_last4}",
             )
-            if deposit is not None:
-                posting = await post_entry(
-                    await driver_connection(session),
-                    account_id=deposit.account_id,
-                    type="deposit",
-                    amount_cents=deposit.amount_cents,
-                    deposit_id=deposit.id,
-                    description=f"Deposit by card {deposit.card_brand} ending {deposit.card_last4}",
-                )
-                assert posting is not None  # a credit always posts
-                deposit.balance_after_cents = posting.balance_after_cents
-                await session.flush()
-        else:
-            deposit = await session.scalar(
-                update(Deposit)
-                .where(Deposit.id == deposit_id, Deposit.status == "pending")
-                .values(
-                    status="failed",
-                    failure_code="card_declined",
-                    decline_code=decline_code or "generic_decline",
-                    settled_at=now,
-                )
-                .returning(Deposit)
+            assert posting is not None  # a credit always posts
+            deposit.balance_after_cents = posting.balance_after_cents
+            await session.flush()
+    else:
+        deposit = await session.scalar(
+            update(Deposit)
+            .where(Deposit.id == deposit_id, Deposit.status == "pending")
+            .values(
+                status="failed",
+                failure_code="card_declined",
+                decline_code=decline_code or "generic_decline",
+                settled_at=now,
             )
-        if deposit is None:  # settled already, by a reconciler or an earlier call
-            deposit = await session.get_one(Deposit, deposit_id, populate_existing=True)
-        return deposit
+            .returning(Deposit),
+            execution_options={"populate_existing": True},
+        )
+    if deposit is None:  # settled already, by a reconciler or an earlier call
+        deposit = await session.get_one(Deposit, deposit_id, populate_existing=True)
+    return deposit
 
-    return await in_transaction(session, work)
+
+async def _pending_deposits(
+    unit: UnitOfWork, older_than: timedelta | None
+) -> list[payments.Pending]:
+    age = func.clock_timestamp() - Deposit.created_at
+    query = select(Deposit, age).where(Deposit.status == "pending").order_by(Deposit.created_at)
+    if older_than is not None:
+        query = query.where(age > older_than)
+    rows = await unit.session.execute(query.limit(500))
+    return [
+        payments.Pending("deposit", d.id, d.account_id, d.amount_cents, d.created_at, wait)
+        for d, wait in rows
+    ]
+
+
+DEPOSIT_CHARGES = payments.charge_kind(
+    "deposit", _pending_deposits, lambda p: deposit_charge_key(p.ref), lambda _: settle_deposit
+)
 
 
 async def list_deposits(
-    session: AsyncSession, principal: Principal, page: PageRequest
+    unit: UnitOfWork, principal: Principal, page: PageRequest
 ) -> tuple[list[Deposit], bool]:
-    async with session.begin():
-        query = select(Deposit).where(Deposit.account_id == principal.account_id)
-        return await paginate(session, query, Deposit, page)
+    query = select(Deposit).where(Deposit.account_id == principal.account_id)
+    return await paginate(unit, query, Deposit, page)
 
 
-async def get_deposit(session: AsyncSession, principal: Principal, deposit_id: str) -> Deposit:
-    async with session.begin():
-        deposit = await session.scalar(
-            select(Deposit).where(
-                Deposit.id == deposit_id, Deposit.account_id == principal.account_id
-            )
-        )
+async def get_deposit(unit: UnitOfWork, principal: Principal, deposit_id: str) -> Deposit:
+    deposit = await unit.session.scalar(
+        select(Deposit).where(Deposit.id == deposit_id, Deposit.account_id == principal.account_id)
+    )
     if deposit is None:
         raise NotFound("deposit")
     return deposit
 
 
 async def render_deposit_pdf(
-    session: AsyncSession, settings: Settings, principal: Principal, deposit_id: str
+    unit: UnitOfWork, settings: Settings, principal: Principal, deposit_id: str
 ) -> bytes:
-    deposit = await get_deposit(session, principal, deposit_id)
-    async with session.begin():
-        billing = await session.get(BillingInfo, principal.account_id)
+    deposit = await get_deposit(unit, principal, deposit_id)
+    billing = await unit.session.get(BillingInfo, principal.account_id)
     return await render_pdf(
         settings, deposit_receipt(deposit, billed_to(principal.account, billing))
     )
@@ -269,33 +279,28 @@ def deposit_receipt(deposit: Deposit, billed: list[str]) -> Receipt:
 
 
 async def list_transactions(
-    session: AsyncSession, principal: Principal, page: PageRequest
+    unit: UnitOfWork, principal: Principal, page: PageRequest
 ) -> tuple[list[LedgerEntry], bool]:
-    async with session.begin():
-        query = select(LedgerEntry).where(LedgerEntry.account_id == principal.account_id)
-        return await paginate(session, query, LedgerEntry, page)
+    query = select(LedgerEntry).where(LedgerEntry.account_id == principal.account_id)
+    return await paginate(unit, query, LedgerEntry, page)
 
 
 async def adjust_balance(
-    session: AsyncSession, account_id: str, amount_cents: int, reason: str
+    unit: UnitOfWork, account_id: str, amount_cents: int, reason: str
 ) -> Posting:
     """An operator's correction: an `adjustment` entry of a signed amount, with its reason. A
     debit larger than the balance is refused, like any other."""
-
-    async def work() -> Posting:
-        if await session.get(Account, account_id) is None:
-            raise NotFound("account")
-        posting = await post_entry(
-            await driver_connection(session),
-            account_id=account_id,
-            type="adjustment",
-            amount_cents=amount_cents,
-            description=f"Adjustment: {reason}",
+    if await unit.session.get(Account, account_id) is None:
+        raise NotFound("account")
+    posting = await post_entry(
+        unit,
+        account_id=account_id,
+        type="adjustment",
+        amount_cents=amount_cents,
+        description=f"Adjustment: {reason}",
+    )
+    if posting is None:
+        raise ApiError(
+            "insufficient_funds", 402, "The balance is too low for this debit; nothing moved."
         )
-        if posting is None:
-            raise ApiError(
-                "insufficient_funds", 402, "The balance is too low for this debit; nothing moved."
-            )
-        return posting
-
-    return await in_transaction(session, work)
+    return posting

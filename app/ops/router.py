@@ -2,15 +2,14 @@
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
-from app.deps import Session
-from app.errors import ApiError
+from app.kit.db import is_disconnect
+from app.kit.errors import ApiError
+from app.kit.routing import ApiRoute, Unit
+from app.kit.schemas import ResponseModel
 from app.migrate import head_revision
-from app.schemas import ResponseModel
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=ApiRoute)
 
 
 class Health(ResponseModel):
@@ -28,12 +27,16 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, summary="The database is reachable and migrated")
-async def readyz(session: Session) -> Readiness:
+async def readyz(unit: Unit) -> Readiness:
     try:
-        async with session.begin():
-            current = await session.scalar(text("SELECT version_num FROM alembic_version"))
-    except (SQLAlchemyError, OSError):
-        raise ApiError("not_ready", 503, "The database is not reachable.") from None
+        row = await unit.fetchrow_atomic("SELECT version_num FROM alembic_version")
+    except Exception as error:
+        if not is_disconnect(error):
+            raise
+        raise ApiError(
+            "not_ready", 503, "The database is not reachable.", headers={"Retry-After": "2"}
+        ) from None
+    current = row["version_num"] if row else None
     if current != head_revision():
         raise ApiError("not_ready", 503, "The database schema is not at the latest migration.")
     return Readiness(status="ready", migration=current)

@@ -3,15 +3,15 @@
 from fastapi import APIRouter, Response
 
 from app.auth.principal import RequireMember
-from app.deps import GatewayDep, Session
-from app.errors import ApiError
-from app.idempotency import IDEMPOTENCY_REQUIRED, IdempotencyKeyDep, IdempotentRoute
+from app.deps import GatewayDep
+from app.kit.errors import ApiError
+from app.kit.pagination import Page, PageParams
+from app.kit.routing import IDEMPOTENCY_REQUIRED, ApiRoute, IdempotencyClaimDep, Unit
 from app.orders import service
 from app.orders.models import CertificateOrder, Product
 from app.orders.schemas import OrderIn, OrderOut, ProductList, ProductOut
-from app.pagination import Page, PageParams
 
-router = APIRouter(prefix="/v1", tags=["orders"], route_class=IdempotentRoute)
+router = APIRouter(prefix="/v1", tags=["orders"], route_class=ApiRoute)
 
 
 def _product_out(product: Product) -> ProductOut:
@@ -43,8 +43,14 @@ def order_out(order: CertificateOrder) -> OrderOut:
 
 
 @router.get("/products", response_model=ProductList, summary="The certificate catalogue")
-async def list_products(principal: RequireMember, session: Session) -> ProductList:
-    return ProductList(data=[_product_out(p) for p in await service.list_products(session)])
+async def list_products(principal: RequireMember, unit: Unit) -> ProductList:
+    return ProductList(data=[_product_out(p) for p in await service.list_products(unit)])
+
+
+def _order_answer(order: CertificateOrder) -> Response:
+    # 202: the card's answer is not known yet (SPEC §9).
+    status = 202 if order.status == "pending_payment" else 201
+    return Response(order_out(order).model_dump_json(), status, media_type="application/json")
 
 
 @router.post(
@@ -58,12 +64,11 @@ async def list_products(principal: RequireMember, session: Session) -> ProductLi
 async def create_order(
     body: OrderIn,
     principal: RequireMember,
-    session: Session,
+    unit: Unit,
     gateway: GatewayDep,
-    idempotency_key: IdempotencyKeyDep,
-    response: Response,
-) -> OrderOut:
-    order = await service.create_order(session, gateway, principal, body, idempotency_key)
+    claim: IdempotencyClaimDep,
+) -> Response:
+    order = await service.create_order(unit, gateway, principal, body, claim, _order_answer)
     if order.status == "failed":
         raise ApiError(
             "card_declined",
@@ -71,28 +76,24 @@ async def create_order(
             "The card was declined; the order was not paid.",
             extra={"decline_code": order.decline_code, "order_id": order.id},
         )
-    if order.status == "pending_payment":
-        response.status_code = 202
-    return order_out(order)
+    return _order_answer(order)
 
 
 @router.get("/orders", response_model=Page[OrderOut], summary="List orders")
-async def list_orders(
-    principal: RequireMember, session: Session, page: PageParams
-) -> Page[OrderOut]:
-    orders, has_more = await service.list_orders(session, principal, page)
+async def list_orders(principal: RequireMember, unit: Unit, page: PageParams) -> Page[OrderOut]:
+    orders, has_more = await service.list_orders(unit, principal, page)
     return Page(data=[order_out(order) for order in orders], has_more=has_more)
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut, summary="An order")
-async def get_order(order_id: str, principal: RequireMember, session: Session) -> OrderOut:
-    return order_out(await service.get_order(session, principal, order_id))
+async def get_order(order_id: str, principal: RequireMember, unit: Unit) -> OrderOut:
+    return order_out(await service.get_order(unit, principal, order_id))
 
 
 @router.post(
     "/orders/{order_id}/cancel", response_model=OrderOut, summary="Cancel and refund an order"
 )
 async def cancel_order(
-    order_id: str, principal: RequireMember, session: Session, gateway: GatewayDep
+    order_id: str, principal: RequireMember, unit: Unit, gateway: GatewayDep
 ) -> OrderOut:
-    return order_out(await service.cancel_order(session, gateway, principal, order_id))
+    return order_out(await service.cancel_order(unit, gateway, principal, order_id))

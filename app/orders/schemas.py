@@ -6,8 +6,8 @@ from typing import Annotated, Literal, Self
 from pydantic import AfterValidator, Field, model_validator
 
 from app.finance.schemas import Currency, PaymentMethod
-from app.money import Amount
-from app.schemas import RequestModel, ResponseModel, Timestamp
+from app.kit.money import Amount
+from app.kit.schemas import RequestModel, ResponseModel, Timestamp
 
 MAX_SANS = 250
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")

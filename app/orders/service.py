@@ -1,47 +1,50 @@
 """Rules of certificate orders: price, payment method, payment, cancellation.
 
-Paid from the balance, an order is one short transaction: insert the order and debit the
-balance with one conditional statement; too little money rolls both back (402). Paid by
-card, it follows the two phases of a deposit: record `pending_payment`, charge outside any
-transaction, settle. Cancelling returns the money to where it came from, once.
+Paid from the balance, an order is one statement (`place_balance_order`, migration 0005):
+the idempotency key with the order's answer, the order, and the debit with its ledger entry
+commit together, or, with too little money, nothing does (402). With the caller's own
+statement that makes two round trips in all. Paid by card, it is a two-phase payment
+(`app.kit.payments`). Cancelling returns the money to where it came from, once.
 """
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import Response
+from sqlalchemy import func, select, update
 
 from app.auth.principal import Principal
-from app.db import driver_connection, engine_of, in_raw_transaction, in_transaction
-from app.errors import ApiError, NotFound, validation_error
 from app.finance.ledger import post_entry
-from app.finance.models import FinanceSettings
-from app.finance.payment_settings import PaymentSettings, settings_of
-from app.gateway.base import CardDeclined, Charge, Gateway, GatewayError, GatewayUnavailable
-from app.ids import new_id
+from app.finance.payment_settings import PaymentSettings, load_payment_settings
+from app.gateway.base import Charge, Gateway, Refund
+from app.kit import idempotency, payments
+from app.kit.clock import Clock
+from app.kit.db import UnitOfWork
+from app.kit.errors import ApiError, NotFound, validation_error
+from app.kit.ids import new_id
+from app.kit.pagination import PageRequest, paginate
 from app.orders.models import CertificateOrder, Product
 from app.orders.schemas import OrderIn
-from app.pagination import PageRequest, paginate
+from app.payment_methods.models import Card
 
 logger = logging.getLogger(__name__)
 
 AZURE_KEY_VAULT = "azure_key_vault"
 
 
-async def list_products(session: AsyncSession) -> list[Product]:
-    async with session.begin():
-        return list((await session.scalars(select(Product).order_by(Product.position))).all())
+async def list_products(unit: UnitOfWork) -> list[Product]:
+    return list((await unit.session.scalars(select(Product).order_by(Product.position))).all())
 
 
 # The catalogue changes only with a migration, so each process keeps it for a while rather
 # than reading a product on every order.
 @dataclass(frozen=True)
 class PricedProduct:
-    """What an order needs of a product: plain values, safe to keep across sessions."""
+    """What an order needs of a product: plain values, safe to keep across units."""
 
     id: str
     name: str
@@ -54,15 +57,20 @@ _CATALOGUE_TTL_SECONDS = 60.0
 _catalogue: tuple[float, dict[str, PricedProduct]] = (float("-inf"), {})
 
 
-async def _product(conn: asyncpg.Connection, product_id: str) -> PricedProduct | None:
+async def _product(unit: UnitOfWork, product_id: str) -> PricedProduct | None:
     global _catalogue
     loaded_at, products = _catalogue
     if time.monotonic() - loaded_at > _CATALOGUE_TTL_SECONDS:
-        rows = await conn.fetch(
-            "SELECT id, name, wildcard, price_per_year_cents, price_per_extra_san_cents"
-            " FROM product"
-        )
-        products = {row["id"]: PricedProduct(**row) for row in rows}
+        products = {
+            product.id: PricedProduct(
+                id=product.id,
+                name=product.name,
+                wildcard=product.wildcard,
+                price_per_year_cents=product.price_per_year_cents,
+                price_per_extra_san_cents=product.price_per_extra_san_cents,
+            )
+            for product in await list_products(unit)
+        }
         _catalogue = (time.monotonic(), products)
     return products.get(product_id)
 
@@ -106,98 +114,128 @@ def _check_names(product: PricedProduct, body: OrderIn) -> None:
             raise validation_error(f"body.sans.{index}", f"{product.id} is not a wildcard product")
 
 
+# How the router answers an order: the balance order's statement stores that very answer.
+Answer = Callable[[CertificateOrder], Response]
+
+
+def _insufficient_funds() -> ApiError:
+    return ApiError(
+        "insufficient_funds", 402, "The balance is too low for this order; nothing was debited."
+    )
+
+
+_PLACE_BALANCE_ORDER = """
+    SELECT place_balance_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                               $15, $16)
+"""
+
+
+async def _pay_from_balance(
+    unit: UnitOfWork,
+    order: CertificateOrder,
+    product: PricedProduct,
+    claim: idempotency.Claim,
+    requested_method: str | None,
+    answer: Answer,
+) -> str:
+    """'paid', 'not_balance' (the rules below decide) or 'key_taken'; raises 402."""
+    response = answer(order)
+    try:
+        row = await unit.fetchrow_atomic(
+            _PLACE_BALANCE_ORDER,
+            claim.account_id,
+            claim.key,
+            claim.fingerprint,
+            claim.held,
+            order.id,
+            new_id("txn"),
+            order.product_id,
+            order.common_name,
+            order.sans,
+            order.validity_years,
+            order.amount_cents,
+            requested_method,
+            f"Order {order.id}: {product.name}, {order.common_name}",
+            order.created_at,
+            bytes(response.body),
+            response.headers.get("content-type"),
+        )
+    except asyncpg.PostgresError as error:
+        if error.sqlstate == "BL402":
+            claim.held = True  # the key was this request's: its 402 is kept under it
+            raise _insufficient_funds() from None
+        if error.sqlstate == "BL409":
+            return "order_exists"
+        raise
+    assert row is not None
+    outcome: str = row[0]
+    if outcome == "paid":
+        claim.held = claim.answered = True
+    return outcome
+
+
 async def create_order(
-    session: AsyncSession,
+    unit: UnitOfWork,
     gateway: Gateway,
     principal: Principal,
     body: OrderIn,
-    idempotency_key: str,
+    claim: idempotency.Claim,
+    answer: Answer,
 ) -> CertificateOrder:
-    async def place(conn: asyncpg.Connection) -> tuple[CertificateOrder, str | None]:
-        """The order, and the card token to charge when it is to be paid by card. The hot
-        path of the service: plain statements on the transaction's connection."""
-        product = await _product(conn, body.product_id)
-        if product is None:
-            raise validation_error("body.product_id", "is not a product of the catalogue")
-        _check_names(product, body)
-        settings_row = await conn.fetchrow(
-            "SELECT * FROM finance_settings WHERE account_id = $1", principal.account_id
+    """The order, paid (from the balance), failed (the card declined) or pending_payment
+    (the card's answer is not known yet)."""
+    product = await _product(unit, body.product_id)
+    if product is None:
+        raise validation_error("body.product_id", "is not a product of the catalogue")
+    _check_names(product, body)
+    order = CertificateOrder(
+        id=new_id("ord"),
+        account_id=principal.account_id,
+        idempotency_key=claim.key,
+        product_id=product.id,
+        common_name=body.common_name,
+        sans=body.sans,
+        validity_years=body.validity_years,
+        amount_cents=order_amount_cents(product, len(body.sans), body.validity_years),
+        payment_method="balance",
+        status="paid",
+        created_at=datetime.now(UTC),
+    )
+    # The usual case, paid from the balance, in one statement.
+    outcome = await _pay_from_balance(unit, order, product, claim, body.payment_method, answer)
+    if outcome == "paid":
+        return order
+    # Anything else: the key held in the unit's transaction first (or a replay, a reuse, a
+    # request still running), then the rules.
+    await idempotency.reserve(unit, claim)
+    existing = await unit.session.scalar(
+        select(CertificateOrder).where(
+            CertificateOrder.account_id == principal.account_id,
+            CertificateOrder.idempotency_key == claim.key,
         )
-        settings = settings_of(
-            FinanceSettings(**settings_row) if settings_row else None, principal.account
-        )
-        method = resolve_payment_method(body.payment_method, settings, principal)
-        card_token = None
-        if method == "card":
-            card_token = await conn.fetchval(
-                "SELECT gateway_token FROM card WHERE account_id = $1", principal.account_id
-            )
-            if card_token is None:
-                raise ApiError("no_card_on_file", 409, "Add a card before paying by card.")
-        row = await conn.fetchrow(
-            _INSERT_ORDER,
-            new_id("ord"),
-            principal.account_id,
-            idempotency_key,
-            product.id,
-            body.common_name,
-            body.sans,
-            body.validity_years,
-            order_amount_cents(product, len(body.sans), body.validity_years),
-            method,
-            "paid" if method == "balance" else "pending_payment",
-        )
-        if row is None:  # a retry that took over an abandoned key: what it already made
-            row = await conn.fetchrow(
-                "SELECT * FROM certificate_order WHERE account_id = $1 AND idempotency_key = $2",
-                principal.account_id,
-                idempotency_key,
-            )
-            return CertificateOrder(**row), None
-        order = CertificateOrder(**row)
-        if method == "card":
-            return order, card_token
-        posting = await post_entry(
-            conn,
-            account_id=principal.account_id,
-            type="order",
-            amount_cents=-order.amount_cents,
-            order_id=order.id,
-            description=f"Order {order.id}: {product.name}, {order.common_name}",
-        )
-        if posting is None:
-            raise ApiError(
-                "insufficient_funds",
-                402,
-                "The balance is too low for this order; nothing was debited.",
-            )
-        return order, None
-
-    order, card_token = await in_raw_transaction(engine_of(session), place)
+    )
+    if existing is not None:  # a retry that took over an abandoned key: what it made
+        return existing
+    settings = await load_payment_settings(unit, principal.account)
+    method = resolve_payment_method(body.payment_method, settings, principal)
+    if method == "balance":
+        outcome = await _pay_from_balance(unit, order, product, claim, method, answer)
+        assert outcome == "paid", outcome
+        return order
+    card_token = await unit.session.scalar(
+        select(Card.gateway_token).where(Card.account_id == principal.account_id)
+    )
     if card_token is None:
-        return order
-    try:
-        charge = await gateway.charge(
-            card_token,
-            order.amount_cents,
-            idempotency_key=order_charge_key(order.id),
-            description=f"Order {order.id}",
-        )
-    except CardDeclined as declined:
-        return await settle_card_order(session, order.id, None, declined.decline_code)
-    except GatewayUnavailable:
-        logger.warning("order %s: gateway outcome unknown, left pending_payment", order.id)
-        return order
-    return await settle_card_order(session, order.id, charge, None)
-
-
-_INSERT_ORDER = """
-    INSERT INTO certificate_order (id, account_id, idempotency_key, product_id, common_name,
-        sans, validity_years, amount_cents, payment_method, status)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-    ON CONFLICT ON CONSTRAINT uq_certificate_order_account_id_key DO NOTHING
-    RETURNING *
-"""
+        raise ApiError("no_card_on_file", 409, "Add a card before paying by card.")
+    order.payment_method = "card"
+    order.status = "pending_payment"
+    unit.session.add(order)
+    await unit.session.flush()
+    charge = payments.CardCharge(
+        order.id, order_charge_key(order.id), card_token, order.amount_cents, f"Order {order.id}"
+    )
+    settled = await payments.charge_pending(unit, gateway, charge, settle_card_order)
+    return settled or order
 
 
 def order_charge_key(order_id: str) -> str:
@@ -209,122 +247,149 @@ def order_refund_key(order_id: str) -> str:
 
 
 async def settle_card_order(
-    session: AsyncSession, order_id: str, charge: Charge | None, decline_code: str | None
+    unit: UnitOfWork, order_id: str, charge: Charge | None, decline_code: str | None
 ) -> CertificateOrder:
     """Record the gateway's definite answer for an order pending payment, exactly once."""
-
-    async def work() -> CertificateOrder:
-        pending = (CertificateOrder.id == order_id, CertificateOrder.status == "pending_payment")
-        order: CertificateOrder | None
-        if charge is not None and charge.status == "succeeded":
-            order = await session.scalar(
-                update(CertificateOrder)
-                .where(*pending)
-                .values(status="paid", gateway_charge_id=charge.charge_id)
-                .returning(CertificateOrder)
-            )
-        else:
-            order = await session.scalar(
-                update(CertificateOrder)
-                .where(*pending)
-                .values(
-                    status="failed",
-                    failure_code="card_declined",
-                    decline_code=decline_code or "generic_decline",
-                )
-                .returning(CertificateOrder)
-            )
-        if order is None:
-            order = await session.get_one(CertificateOrder, order_id, populate_existing=True)
-        return order
-
-    return await in_transaction(session, work)
+    pending = (CertificateOrder.id == order_id, CertificateOrder.status == "pending_payment")
+    if charge is not None and charge.status == "succeeded":
+        values: dict[str, object] = {"status": "paid", "gateway_charge_id": charge.charge_id}
+    else:
+        values = {
+            "status": "failed",
+            "failure_code": "card_declined",
+            "decline_code": decline_code or "generic_decline",
+        }
+    order: CertificateOrder | None = await unit.session.scalar(
+        update(CertificateOrder).where(*pending).values(**values).returning(CertificateOrder),
+        execution_options={"populate_existing": True},
+    )
+    if order is None:  # settled already, by a reconciler or an earlier call
+        order = await unit.session.get_one(CertificateOrder, order_id, populate_existing=True)
+    return order
 
 
 async def list_orders(
-    session: AsyncSession, principal: Principal, page: PageRequest
+    unit: UnitOfWork, principal: Principal, page: PageRequest
 ) -> tuple[list[CertificateOrder], bool]:
-    async with session.begin():
-        query = select(CertificateOrder).where(CertificateOrder.account_id == principal.account_id)
-        return await paginate(session, query, CertificateOrder, page)
+    query = select(CertificateOrder).where(CertificateOrder.account_id == principal.account_id)
+    return await paginate(unit, query, CertificateOrder, page)
 
 
-async def get_order(session: AsyncSession, principal: Principal, order_id: str) -> CertificateOrder:
-    async with session.begin():
-        return await _load_order(session, principal, order_id)
+async def get_order(unit: UnitOfWork, principal: Principal, order_id: str) -> CertificateOrder:
+    return await _load_order(unit, principal, order_id)
 
 
 async def _load_order(
-    session: AsyncSession, principal: Principal, order_id: str, *, for_update: bool = False
+    unit: UnitOfWork, principal: Principal, order_id: str, *, for_update: bool = False
 ) -> CertificateOrder:
     query = select(CertificateOrder).where(
         CertificateOrder.id == order_id, CertificateOrder.account_id == principal.account_id
     )
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
-    order = await session.scalar(query)
+    order = await unit.session.scalar(query)
     if order is None:
         raise NotFound("order")
     return order
 
 
 async def cancel_order(
-    session: AsyncSession, gateway: Gateway, principal: Principal, order_id: str
+    unit: UnitOfWork, gateway: Gateway, principal: Principal, order_id: str
 ) -> CertificateOrder:
-    async def cancel() -> CertificateOrder:
-        order = await _load_order(session, principal, order_id, for_update=True)
-        if order.status == "canceled":
-            return order
-        if order.status != "paid":
-            raise ApiError(
-                "order_not_cancelable",
-                409,
-                f"Only a paid order can be canceled; this one is {order.status}.",
-            )
-        order.status = "canceled"
-        order.canceled_at = datetime.now(UTC)
-        if order.payment_method == "balance":
-            await post_entry(
-                await driver_connection(session),
-                account_id=order.account_id,
-                type="refund",
-                amount_cents=order.amount_cents,
-                order_id=order.id,
-                description=f"Refund of canceled order {order.id}",
-            )
-        else:
-            order.refund_status = "pending"
-        await session.flush()
+    order = await _load_order(unit, principal, order_id, for_update=True)
+    if order.status == "canceled":
         return order
-
-    order = await in_transaction(session, cancel)
-    if order.refund_status == "pending":
-        order = await refund_card_order(session, gateway, order)
-    return order
+    if order.status != "paid":
+        raise ApiError(
+            "order_not_cancelable",
+            409,
+            f"Only a paid order can be canceled; this one is {order.status}.",
+        )
+    order.status = "canceled"
+    order.canceled_at = datetime.now(UTC)
+    if order.payment_method == "balance":
+        await post_entry(
+            unit,
+            account_id=order.account_id,
+            type="refund",
+            amount_cents=order.amount_cents,
+            order_id=order.id,
+            description=f"Refund of canceled order {order.id}",
+        )
+        await unit.session.flush()
+        return order
+    order.refund_status = "pending"
+    await unit.session.flush()
+    return await refund_card_order(unit, gateway, order)
 
 
 async def refund_card_order(
-    session: AsyncSession, gateway: Gateway, order: CertificateOrder
+    unit: UnitOfWork, gateway: Gateway, order: CertificateOrder
 ) -> CertificateOrder:
-    """Refund a canceled card order at the gateway. The gateway key makes a repeat harmless; an
-    unanswered refund stays pending for the reconciler."""
+    """Refund a canceled card order at the gateway, once its cancellation has committed. The
+    gateway key makes a repeat harmless; an unanswered refund stays pending for the
+    reconciler."""
     assert order.gateway_charge_id is not None
-    try:
-        refund = await gateway.refund(
-            order.gateway_charge_id, order.amount_cents, idempotency_key=order_refund_key(order.id)
-        )
-    except GatewayError:
-        logger.warning("order %s: refund not confirmed, left pending", order.id)
-        return order
+    refund = payments.CardRefund(
+        order.id, order_refund_key(order.id), order.gateway_charge_id, order.amount_cents
+    )
+    settled = await payments.refund_pending(unit, gateway, refund, _settle_refund)
+    return settled or order
 
-    async def record() -> CertificateOrder:
-        updated: CertificateOrder | None = await session.scalar(
-            update(CertificateOrder)
-            .where(CertificateOrder.id == order.id)
-            .values(refund_status="succeeded", gateway_refund_id=refund.refund_id)
-            .returning(CertificateOrder)
-        )
-        assert updated is not None
-        return updated
 
-    return await in_transaction(session, record)
+async def _settle_refund(unit: UnitOfWork, order_id: str, refund: Refund) -> CertificateOrder:
+    updated: CertificateOrder | None = await unit.session.scalar(
+        update(CertificateOrder)
+        .where(CertificateOrder.id == order_id)
+        .values(refund_status="succeeded", gateway_refund_id=refund.refund_id)
+        .returning(CertificateOrder),
+        execution_options={"populate_existing": True},
+    )
+    assert updated is not None
+    return updated
+
+
+# What the reconciler and `billing pending` see of orders.
+
+
+async def _pending_orders(
+    unit: UnitOfWork, older_than: timedelta | None, *, refunds: bool
+) -> list[payments.Pending]:
+    since = CertificateOrder.canceled_at if refunds else CertificateOrder.created_at
+    age = func.clock_timestamp() - since
+    unsettled = (
+        CertificateOrder.refund_status == "pending"
+        if refunds
+        else CertificateOrder.status == "pending_payment"
+    )
+    query = select(CertificateOrder, age).where(unsettled).order_by(since)
+    if older_than is not None:
+        query = query.where(age > older_than)
+    rows = await unit.session.execute(query.limit(500))
+    kind = "refund" if refunds else "order"
+    return [
+        payments.Pending(kind, o.id, o.account_id, o.amount_cents, o.created_at, wait)
+        for o, wait in rows
+    ]
+
+
+async def _pending_charges(unit: UnitOfWork, older: timedelta | None) -> list[payments.Pending]:
+    return await _pending_orders(unit, older, refunds=False)
+
+
+async def _pending_refunds(unit: UnitOfWork, older: timedelta | None) -> list[payments.Pending]:
+    return await _pending_orders(unit, older, refunds=True)
+
+
+async def _resolve_refund(
+    unit: UnitOfWork, gateway: Gateway, clock: Clock, pending: payments.Pending
+) -> bool:
+    order = await unit.session.get_one(CertificateOrder, pending.ref)
+    order = await refund_card_order(unit, gateway, order)
+    return order.refund_status != "pending"
+
+
+ORDER_CHARGES = payments.charge_kind(
+    "order", _pending_charges, lambda p: order_charge_key(p.ref), lambda _: settle_card_order
+)
+ORDER_REFUNDS = payments.PendingKind("refund", _pending_refunds, _resolve_refund)

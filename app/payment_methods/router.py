@@ -3,30 +3,30 @@
 from fastapi import APIRouter, Response
 
 from app.auth.principal import RequireFinance
-from app.deps import GatewayDep, Session
-from app.idempotency import IdempotentRoute
+from app.deps import GatewayDep
+from app.kit.routing import ApiRoute, Unit
 from app.payment_methods import service
 from app.payment_methods.schemas import CardDetailsIn, CardOut, CardTokenIn
 
-router = APIRouter(prefix="/v1/account/card", tags=["card on file"], route_class=IdempotentRoute)
+router = APIRouter(prefix="/v1/account/card", tags=["card on file"], route_class=ApiRoute)
 
 
 @router.get("", response_model=CardOut, summary="The card on file")
-async def get_card(principal: RequireFinance, session: Session) -> CardOut:
-    return CardOut.model_validate(await service.get_card(session, principal))
+async def get_card(principal: RequireFinance, unit: Unit) -> CardOut:
+    return CardOut.model_validate(await service.get_card(unit, principal))
 
 
 @router.put("", response_model=CardOut, summary="Verify a card and keep it on file")
 async def replace_card(
     body: CardDetailsIn | CardTokenIn,
     principal: RequireFinance,
-    session: Session,
+    unit: Unit,
     gateway: GatewayDep,
 ) -> CardOut:
-    return CardOut.model_validate(await service.replace_card(session, gateway, principal, body))
+    return CardOut.model_validate(await service.replace_card(unit, gateway, principal, body))
 
 
 @router.delete("", status_code=204, summary="Remove the card on file")
-async def delete_card(principal: RequireFinance, session: Session) -> Response:
-    await service.remove_card(session, principal)
+async def delete_card(principal: RequireFinance, unit: Unit) -> Response:
+    await service.remove_card(unit, principal)
     return Response(status_code=204)

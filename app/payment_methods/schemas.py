@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from app.schemas import RequestModel, ResponseModel, Timestamp
+from app.kit.schemas import RequestModel, ResponseModel, Timestamp
 
 HolderName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 

@@ -4,13 +4,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
-from app.errors import ApiError
 from app.finance.payment_settings import load_payment_settings
 from app.gateway.base import CardDeclined, CardInput, Gateway, GatewayUnavailable, SavedCard
 from app.gateway.card_numbers import is_valid_card_number
+from app.kit.db import UnitOfWork
+from app.kit.errors import ApiError
 from app.payment_methods.models import Card
 from app.payment_methods.schemas import CardDetailsIn, CardTokenIn
 
@@ -28,16 +28,15 @@ def check_card(body: CardDetailsIn, today: datetime) -> CardInput:
     return CardInput(digits, body.exp_month, body.exp_year, body.cvc, body.holder_name)
 
 
-async def get_card(session: AsyncSession, principal: Principal) -> Card:
-    async with session.begin():
-        card = await session.get(Card, principal.account_id)
+async def get_card(unit: UnitOfWork, principal: Principal) -> Card:
+    card = await unit.session.get(Card, principal.account_id)
     if card is None:
         raise no_card_on_file()
     return card
 
 
 async def replace_card(
-    session: AsyncSession, gateway: Gateway, principal: Principal, body: CardDetailsIn | CardTokenIn
+    unit: UnitOfWork, gateway: Gateway, principal: Principal, body: CardDetailsIn | CardTokenIn
 ) -> Card:
     """Verify the new card through the gateway first; the old card stays until that succeeds."""
     try:
@@ -68,29 +67,27 @@ async def replace_card(
         "holder_name": body.holder_name,
         "updated_at": datetime.now(UTC),
     }
-    async with session.begin():
-        card: Card | None = await session.scalar(
-            insert(Card)
-            .values(account_id=principal.account_id, **values)
-            .on_conflict_do_update(index_elements=[Card.account_id], set_=values)
-            .returning(Card),
-            execution_options={"populate_existing": True},
-        )
+    card: Card | None = await unit.session.scalar(
+        insert(Card)
+        .values(account_id=principal.account_id, **values)
+        .on_conflict_do_update(index_elements=[Card.account_id], set_=values)
+        .returning(Card),
+        execution_options={"populate_existing": True},
+    )
     assert card is not None
     return card
 
 
-async def remove_card(session: AsyncSession, principal: Principal) -> None:
-    async with session.begin():
-        settings = await load_payment_settings(session, principal.account)
-        if settings.default_payment_method == "card":
-            raise ApiError(
-                "card_is_default",
-                409,
-                "The card is the default payment method; choose another default first.",
-            )
-        removed = await session.scalar(
-            delete(Card).where(Card.account_id == principal.account_id).returning(Card.account_id)
+async def remove_card(unit: UnitOfWork, principal: Principal) -> None:
+    settings = await load_payment_settings(unit, principal.account)
+    if settings.default_payment_method == "card":
+        raise ApiError(
+            "card_is_default",
+            409,
+            "The card is the default payment method; choose another default first.",
         )
+    removed = await unit.session.scalar(
+        delete(Card).where(Card.account_id == principal.account_id).returning(Card.account_id)
+    )
     if removed is None:
         raise no_card_on_file()

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import aiosmtplib
 
 from app.config import Settings
+from app.finance.notifications import low_balance_email
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +76,26 @@ def create_mailer(settings: Settings) -> Mailer:
     return SmtpMailer(settings) if settings.smtp_host else LogMailer()
 
 
+# Notices queued as data (by the database, in the transaction that caused them) are written
+# out when they are sent; any other message carries its subject and body.
+_WRITERS = {"low_balance": low_balance_email}
+
+
 def build_message(settings: Settings, message_id: int, payload: dict[str, Any]) -> EmailMessage:
     """The email of one outbox message. Its Message-ID is derived from the outbox id, so a
     repeat after a crash carries the same id and a receiver can drop it."""
+    writer = _WRITERS.get(payload.get("kind", ""))
+    subject, body = (
+        writer(payload)
+        if writer and "subject" not in payload
+        else (payload["subject"], payload["body"])
+    )
     email = EmailMessage()
     email["From"] = settings.smtp_from
     email["To"] = payload["to"]
-    email["Subject"] = payload["subject"]
+    email["Subject"] = subject
     email["Date"] = formatdate(localtime=False)
     domain = settings.smtp_from.rpartition("@")[2] or "billing.local"
     email["Message-ID"] = f"<outbox-{message_id}@{domain}>"
-    email.set_content(payload["body"])
+    email.set_content(body)
     return email

@@ -1,29 +1,34 @@
-"""Settle payments whose gateway outcome was unknown: ask the gateway by the idempotency key
-we charged under, then settle exactly once (the settle functions only change a pending row).
+"""Settle payments whose gateway outcome was unknown: ask the gateway under the key we
+charged (or refunded) with, then settle exactly once (the settle functions only change a
+pending row).
 
-Pending deposits, card orders and card attempts at invoices older than
-RECONCILE_AFTER_SECONDS, and refunds of canceled card orders the gateway has not confirmed.
-The worker runs this on its schedule; `billing reconcile` runs it once. Ages are measured by
-the database's clock, the one that stamped the rows, so several hosts agree on them.
+`PENDING_KINDS` is the one list of what can be pending: deposits, card orders, refunds of
+canceled card orders and card attempts at invoices. The worker reconciles what is older than
+RECONCILE_AFTER_SECONDS on its schedule, `billing reconcile` once, and `billing pending`
+lists it all. Ages are measured by the database's clock, the one that stamped the rows, so
+several hosts agree on them.
 """
 
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from app.billing.models import InvoiceAttempt
-from app.billing.run import attempt_charge_key, settle_attempt
-from app.clock import Clock
-from app.finance.models import Deposit
-from app.finance.service import deposit_charge_key, settle_deposit
-from app.gateway.base import Gateway, GatewayUnavailable
-from app.orders.models import CertificateOrder
-from app.orders.service import order_charge_key, refund_card_order, settle_card_order
+from app.billing.run import INVOICE_ATTEMPTS
+from app.finance.service import DEPOSIT_CHARGES
+from app.gateway.base import Gateway
+from app.kit.clock import Clock
+from app.kit.db import Database
+from app.kit.payments import Pending, PendingKind
+from app.orders.service import ORDER_CHARGES, ORDER_REFUNDS
 
 logger = logging.getLogger(__name__)
+
+PENDING_KINDS: tuple[PendingKind, ...] = (
+    DEPOSIT_CHARGES,
+    ORDER_CHARGES,
+    ORDER_REFUNDS,
+    INVOICE_ATTEMPTS,
+)
 
 
 @dataclass
@@ -32,90 +37,23 @@ class ReconcileReport:
     still_unknown: int = 0
 
 
+async def list_pending(database: Database, older_than: timedelta | None = None) -> list[Pending]:
+    """Every pending payment (older than `older_than`), kind by kind, oldest first."""
+    found: list[Pending] = []
+    for kind in PENDING_KINDS:
+        found += await database.run(lambda unit: kind.list_pending(unit, older_than))  # noqa: B023
+    return found
+
+
 async def reconcile_pending(
-    factory: async_sessionmaker[AsyncSession],
-    gateway: Gateway,
-    clock: Clock,
-    older_than: timedelta,
+    database: Database, gateway: Gateway, clock: Clock, older_than: timedelta
 ) -> ReconcileReport:
     report = ReconcileReport()
-    cutoff = func.clock_timestamp() - older_than
-    async with factory() as session:
-        async with session.begin():
-            deposit_ids = list(
-                (
-                    await session.scalars(
-                        select(Deposit.id)
-                        .where(Deposit.status == "pending", Deposit.created_at < cutoff)
-                        .order_by(Deposit.created_at)
-                        .limit(500)
-                    )
-                ).all()
-            )
-            orders = list(
-                (
-                    await session.scalars(
-                        select(CertificateOrder)
-                        .where(
-                            or_(
-                                and_(
-                                    CertificateOrder.status == "pending_payment",
-                                    CertificateOrder.created_at < cutoff,
-                                ),
-                                and_(
-                                    CertificateOrder.refund_status == "pending",
-                                    CertificateOrder.canceled_at < cutoff,
-                                ),
-                            )
-                        )
-                        .order_by(CertificateOrder.created_at)
-                        .limit(500)
-                    )
-                ).all()
-            )
-            attempts = (
-                await session.execute(
-                    select(InvoiceAttempt.invoice_id, InvoiceAttempt.number)
-                    .where(InvoiceAttempt.outcome == "pending", InvoiceAttempt.created_at < cutoff)
-                    .order_by(InvoiceAttempt.created_at)
-                    .limit(500)
-                )
-            ).all()
-        for deposit_id in deposit_ids:
-            try:
-                charge = await gateway.find_charge(deposit_charge_key(deposit_id))
-            except GatewayUnavailable:
-                report.still_unknown += 1
-                continue
-            # No charge under our key: it never happened, so the deposit failed.
-            await settle_deposit(
-                session, deposit_id, charge, charge.decline_code if charge else None
-            )
+    kinds = {kind.name: kind for kind in PENDING_KINDS}
+    for payment in await list_pending(database, older_than):
+        resolve = kinds[payment.kind].resolve
+        if await database.run(lambda unit: resolve(unit, gateway, clock, payment)):  # noqa: B023
             report.settled += 1
-        for order in orders:
-            try:
-                if order.status == "pending_payment":
-                    charge = await gateway.find_charge(order_charge_key(order.id))
-                    decline = charge.decline_code if charge else None
-                    await settle_card_order(session, order.id, charge, decline)
-                else:
-                    order = await refund_card_order(session, gateway, order)
-                    if order.refund_status == "pending":
-                        report.still_unknown += 1
-                        continue
-            except GatewayUnavailable:
-                report.still_unknown += 1
-                continue
-            report.settled += 1
-        for invoice_id, number in attempts:
-            try:
-                charge = await gateway.find_charge(attempt_charge_key(invoice_id, number))
-            except GatewayUnavailable:
-                report.still_unknown += 1
-                continue
-            # No charge under our key: it never happened (charge_not_made), and the invoice
-            # moves on to its next retry.
-            decline = charge.decline_code if charge else None
-            await settle_attempt(session, clock, invoice_id, number, charge, decline)
-            report.settled += 1
+        else:
+            report.still_unknown += 1
     return report

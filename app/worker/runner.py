@@ -13,13 +13,14 @@ from dataclasses import asdict
 from datetime import timedelta
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.billing.periods import period_of
 from app.billing.run import BillingReport, collect_due, create_invoices
-from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.gateway.base import Gateway
+from app.kit import outbox
+from app.kit.clock import Clock, SystemClock
+from app.kit.db import Database, UnitOfWork
 from app.metrics import (
     BILLING_INVOICES,
     OUTBOX_MESSAGES,
@@ -27,7 +28,6 @@ from app.metrics import (
     RECONCILED,
     WORKER_LAST_RUN,
 )
-from app.worker import outbox
 from app.worker.email import EMAIL_TOPIC, Mailer, PermanentFailure, build_message, create_mailer
 from app.worker.reconcile import ReconcileReport, reconcile_pending
 
@@ -47,13 +47,13 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        factory: async_sessionmaker[AsyncSession],
+        database: Database,
         gateway: Gateway,
         mailer: Mailer | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.settings = settings
-        self.factory = factory
+        self.database = database
         self.gateway = gateway
         self.mailer = mailer or create_mailer(settings)
         self.clock = clock or SystemClock()
@@ -62,15 +62,14 @@ class Worker:
 
     async def deliver_due(self) -> int:
         """Deliver one batch of due outbox messages; returns how many were claimed."""
-        messages = await outbox.claim(
-            self.factory, self.settings.outbox_batch_size, self.settings.outbox_lease_seconds
-        )
+        batch, lease = self.settings.outbox_batch_size, self.settings.outbox_lease_seconds
+        messages = await self.database.run(lambda unit: outbox.claim(unit, batch, lease))
         await asyncio.gather(*(self._deliver(message) for message in messages))
         return len(messages)
 
     async def reconcile(self) -> ReconcileReport:
         report = await reconcile_pending(
-            self.factory,
+            self.database,
             self.gateway,
             self.clock,
             timedelta(seconds=self.settings.reconcile_after_seconds),
@@ -82,9 +81,9 @@ class Worker:
     async def bill(self) -> BillingReport:
         """Invoice the current period (once per account, whoever runs it), then make every
         attempt that is due: first attempts and dunning retries of any period."""
-        invoiced = await create_invoices(self.factory, self.clock, period_of(self.clock.now()))
+        invoiced = await create_invoices(self.database, self.clock, period_of(self.clock.now()))
         report = await collect_due(
-            self.factory, self.gateway, self.clock, BillingReport(invoiced=invoiced)
+            self.database, self.gateway, self.clock, BillingReport(invoiced=invoiced)
         )
         for result, count in asdict(report).items():
             BILLING_INVOICES.labels(result).inc(count)
@@ -93,9 +92,11 @@ class Worker:
         return report
 
     async def prune(self) -> None:
-        async with self.factory() as session, session.begin():
+        async def work(unit: UnitOfWork) -> None:
             for statement in _PRUNE:
-                await session.execute(text(statement))
+                await unit.session.execute(text(statement))
+
+        await self.database.run(work)
 
     async def _deliver(self, message: outbox.Claimed) -> None:
         try:
@@ -108,7 +109,9 @@ class Worker:
                 message.attempts >= self.settings.outbox_max_attempts
             ):
                 logger.error("outbox message %s dead after %s", message.id, reason)
-                await outbox.mark_failed(self.factory, message, reason, retry_in=None)
+                await self.database.run(
+                    lambda unit: outbox.mark_failed(unit, message, reason, retry_in=None)
+                )
                 OUTBOX_MESSAGES.labels(message.topic, "dead").inc()
                 return
             delay = outbox.backoff_seconds(
@@ -123,10 +126,12 @@ class Worker:
                 reason,
                 delay,
             )
-            await outbox.mark_failed(self.factory, message, reason, retry_in=delay)
+            await self.database.run(
+                lambda unit: outbox.mark_failed(unit, message, reason, retry_in=delay)
+            )
             OUTBOX_MESSAGES.labels(message.topic, "retry").inc()
             return
-        await outbox.mark_done(self.factory, message, self.mailer.outcome)
+        await self.database.run(lambda unit: outbox.mark_done(unit, message, self.mailer.outcome))
         OUTBOX_MESSAGES.labels(message.topic, self.mailer.outcome).inc()
 
     # The schedule.
@@ -147,7 +152,7 @@ class Worker:
         while True:
             try:
                 claimed = await self.deliver_due()
-                OUTBOX_PENDING.set(await outbox.pending_count(self.factory))
+                OUTBOX_PENDING.set(await self.database.run(outbox.pending_count))
                 WORKER_LAST_RUN.labels("outbox").set(time.time())
             except Exception:
                 logger.exception("outbox delivery pass failed")

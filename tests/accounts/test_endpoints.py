@@ -129,7 +129,7 @@ async def test_signup_when_disabled_is_403_signup_disabled(database_url: str) ->
             response = await http.post("/v1/signup", json=_signup_body())
             assert_problem(response, 403, "signup_disabled")
     finally:
-        await app.state.engine.dispose()
+        await app.state.database.dispose()
 
 
 async def test_signups_past_the_hourly_limit_of_an_address_are_429(database_url: str) -> None:
@@ -145,7 +145,7 @@ async def test_signups_past_the_hourly_limit_of_an_address_are_429(database_url:
             response = await another_address.post("/v1/signup", json=_signup_body())
             assert response.status_code == 201, response.text
     finally:
-        await app.state.engine.dispose()
+        await app.state.database.dispose()
 
 
 @pytest.mark.parametrize(

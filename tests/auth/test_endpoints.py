@@ -163,7 +163,7 @@ async def test_login_past_the_per_email_budget_is_429_for_new_addresses_only(
                 assert int(response.headers["retry-after"]) >= 1
             assert await login(owner, admin.email)
     finally:
-        await app.state.engine.dispose()
+        await app.state.database.dispose()
 
 
 # Who is calling

@@ -12,8 +12,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.billing.run import BillingReport, attempt_charge_key, bill_period, collect_due
-from app.clock import ManualClock
 from app.gateway.base import Charge, Gateway, SavedCard
+from app.kit.clock import ManualClock
 from tests.conftest import Member
 
 # Mid-November: subscriptions made now are first billed for December.
@@ -67,7 +67,7 @@ async def bill(
 ) -> BillingReport:
     """A billing run over `members`' accounts, as `billing bill --period` runs it."""
     return await bill_period(
-        app.state.session_factory,
+        app.state.database,
         gateway or app.state.gateway,
         clock,
         period,
@@ -78,7 +78,7 @@ async def bill(
 async def retry(app: FastAPI, clock: ManualClock, *members: Member) -> BillingReport:
     """The due attempts of `members`' invoices, as the worker makes them."""
     return await collect_due(
-        app.state.session_factory,
+        app.state.database,
         app.state.gateway,
         clock,
         account_ids=[member.account_id for member in members],

@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime
 import httpx
 from fastapi import FastAPI
 
-from app.clock import ManualClock
 from app.config import Settings
+from app.kit.clock import ManualClock
 from tests.billing.conftest import invoice_of, subscribe
 from tests.conftest import SignUp
 from tests.money import CHARGES_DECLINED, add_card, fund

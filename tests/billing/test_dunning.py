@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from app.billing.run import MAX_ATTEMPTS
-from app.clock import ManualClock
+from app.kit.clock import ManualClock
 from app.worker.reconcile import reconcile_pending
 from tests.billing.conftest import (
     DECEMBER,
@@ -34,7 +34,7 @@ from tests.money import (
 
 
 async def reconcile(app: FastAPI, clock: ManualClock) -> None:
-    await reconcile_pending(app.state.session_factory, app.state.gateway, clock, timedelta(0))
+    await reconcile_pending(app.state.database, app.state.gateway, clock, timedelta(0))
 
 
 async def test_a_declined_card_is_retried_on_days_1_3_7_then_paid_or_uncollectible(

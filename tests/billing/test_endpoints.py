@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from pypdf import PdfReader
 
-from app.clock import ManualClock
+from app.kit.clock import ManualClock
 from tests.billing.conftest import (
     DECEMBER,
     DECEMBER_1,

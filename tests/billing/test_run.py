@@ -11,8 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from app.billing.run import create_invoices
-from app.clock import ManualClock
-from app.errors import ApiError
+from app.kit.clock import ManualClock
+from app.kit.errors import ApiError
 from app.worker.reconcile import reconcile_pending
 from app.worker.runner import Worker
 from tests.billing.conftest import (
@@ -27,7 +27,7 @@ from tests.billing.conftest import (
     retry,
     subscribe,
 )
-from tests.conftest import Member, SignUp
+from tests.conftest import Member, SignUp, db_session
 from tests.money import VISA, add_card, balance, deposit, fund, ledger, settings
 
 
@@ -212,8 +212,8 @@ async def test_the_database_refuses_a_second_invoice_for_an_account_and_period(
     admin = await sign_up()
     await subscribe(client, admin)
     clock.set(DECEMBER_1)
-    assert await create_invoices(app.state.session_factory, clock, DECEMBER) >= 1
-    async with app.state.session_factory() as session, session.begin():
+    assert await create_invoices(app.state.database, clock, DECEMBER) >= 1
+    async with db_session(app) as session:
         with pytest.raises(IntegrityError, match="uq_invoice_account_id_period_start"):
             await session.execute(
                 text(
@@ -247,7 +247,7 @@ async def test_a_run_killed_mid_way_then_run_again_charges_every_invoice_once(
     rerun = RecordingGateway(app.state.gateway)
     report = await bill(app, clock, DECEMBER, *members, gateway=rerun)
     assert (report.invoiced, report.paid) == (0, 1)
-    await reconcile_pending(app.state.session_factory, app.state.gateway, clock, timedelta(0))
+    await reconcile_pending(app.state.database, app.state.gateway, clock, timedelta(0))
     stuck = [
         i
         for i in await asyncio.gather(*(invoice_of(client, m) for m in members))
@@ -278,7 +278,7 @@ async def test_an_unexpected_error_on_one_invoice_does_not_hold_up_the_others(
     assert (report.invoiced, report.paid, report.errors) == (3, 2, 1)
     # Its attempt was committed as pending: the reconciler finds no charge, and the next
     # pass charges it.
-    await reconcile_pending(app.state.session_factory, app.state.gateway, clock, timedelta(0))
+    await reconcile_pending(app.state.database, app.state.gateway, clock, timedelta(0))
     assert (await bill(app, clock, DECEMBER, *members)).paid == 1
     statuses = [(await invoice_of(client, member))["status"] for member in members]
     assert statuses == ["paid"] * 3
@@ -291,7 +291,7 @@ async def test_a_run_that_made_invoices_then_died_leaves_them_to_the_next_run(
     clock.set(DECEMBER_1)
     # Only the first phase ran: invoices made, nothing collected.
     made = await create_invoices(
-        app.state.session_factory, clock, DECEMBER, [m.account_id for m in members]
+        app.state.database, clock, DECEMBER, [m.account_id for m in members]
     )
     assert made == 6
     assert {(await invoice_of(client, m))["attempt_count"] for m in members} == {0}
@@ -313,7 +313,7 @@ async def test_a_worker_pass_bills_the_current_period_and_makes_due_retries(
     await add_card(client, admin)
     await subscribe(client, admin, "cloud_small")
     clock.set(DECEMBER_1 + timedelta(hours=3))
-    worker = Worker(app.state.settings, app.state.session_factory, app.state.gateway, clock=clock)
+    worker = Worker(app.state.settings, app.state.database, app.state.gateway, clock=clock)
     first = await worker.bill()
     assert first.invoiced >= 1
     invoice = await invoice_of(client, admin)

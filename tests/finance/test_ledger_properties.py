@@ -130,7 +130,7 @@ def world(database_url: str, sandbox_url: str) -> Iterator[World]:
     finally:
         loop.run(db.close())
         loop.run(app.state.gateway.aclose())
-        loop.run(app.state.engine.dispose())
+        loop.run(app.state.database.dispose())
         loop.close()
 
 

@@ -24,7 +24,7 @@ def make_worker(app: FastAPI, smtp: SmtpServer | None, **overrides: Any) -> Work
         values.update(smtp_host=smtp.host, smtp_port=smtp.port)
     values.update(overrides)
     worker_settings = make_settings(settings.database_url, **values)
-    return Worker(worker_settings, app.state.session_factory, app.state.gateway)
+    return Worker(worker_settings, app.state.database, app.state.gateway)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from tests.conftest import Member, SignUp, eventually, unique_email
+from tests.conftest import Member, SignUp, db_session, eventually, unique_email
 from tests.money import (
     TIMEOUT_NOT_CHARGED,
     TIMEOUT_SUCCEEDED,
@@ -159,7 +159,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_counts_nothing_twice(
 
 
 async def rows(app: FastAPI, sql: str, **params: Any) -> list[Any]:
-    async with app.state.session_factory() as session, session.begin():
+    async with db_session(app) as session:
         return list((await session.execute(text(sql), params)).all())
 
 

@@ -8,12 +8,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from app.db import driver_connection
 from app.finance.ledger import post_entry
-from app.worker import outbox
-from app.worker.models import OutboxMessage
+from app.kit import outbox
+from app.kit.db import UnitOfWork
+from app.kit.outbox import OutboxMessage
 from app.worker.runner import Worker
-from tests.conftest import Member, SignUp, unique_email
+from tests.conftest import Member, SignUp, db_session, unique_email
 from tests.money import deposit, fund, order, settings
 from tests.smtp import SmtpServer
 from tests.worker.conftest import drain_until, make_worker
@@ -31,7 +31,7 @@ async def watched_account(
 
 
 async def messages_of(app: FastAPI, account_id: str) -> list[OutboxMessage]:
-    async with app.state.session_factory() as session, session.begin():
+    async with db_session(app) as session:
         rows = await session.scalars(
             select(OutboxMessage)
             .where(OutboxMessage.payload["account_id"].astext == account_id)
@@ -101,21 +101,21 @@ async def test_no_email_for_a_refused_debit_or_a_rolled_back_one(
     class Abort(Exception):
         pass
 
-    try:
-        async with app.state.session_factory() as session, session.begin():
-            posting = await post_entry(
-                await driver_connection(session),
-                account_id=admin.account_id,
-                type="adjustment",
-                amount_cents=-9_000,
-                description="rolled back",
-            )
-            assert posting is not None
-            assert posting.balance_after_cents == 1_000
-            assert len(await messages_of(app, admin.account_id)) == 0  # other session: not yet
-            raise Abort
-    except Abort:
-        pass
+    async def cross_then_abort(unit: UnitOfWork) -> None:
+        posting = await post_entry(
+            unit,
+            account_id=admin.account_id,
+            type="adjustment",
+            amount_cents=-9_000,
+            description="rolled back",
+        )
+        assert posting is not None
+        assert posting.balance_after_cents == 1_000
+        assert len(await messages_of(app, admin.account_id)) == 0  # other session: not yet
+        raise Abort
+
+    with pytest.raises(Abort):
+        await app.state.database.run(cross_then_abort)
 
     await worker.deliver_due()
     assert await messages_of(app, admin.account_id) == []
@@ -180,12 +180,15 @@ async def test_a_message_is_dead_lettered_after_its_last_attempt_and_can_be_requ
     assert "451" in (messages[addresses[0]].last_error or "")
     assert messages[addresses[1]].status == "dead"
     assert messages[addresses[1]].attempts == 1
-    dead = {d.id for d in await outbox.dead_letters(app.state.session_factory, limit=1000)}
+    dead = {
+        d.id
+        for d in await app.state.database.run(lambda unit: outbox.dead_letters(unit, limit=1000))
+    }
     assert {m.id for m in messages.values()} <= dead
 
     # The operator fixes the cause and requeues them: both are delivered.
     ids = [m.id for m in messages.values()]
-    assert await outbox.requeue_dead(app.state.session_factory, ids) == 2
+    assert await app.state.database.run(lambda unit: outbox.requeue_dead(unit, ids)) == 2
     await drain_until(worker, lambda: all(inbox.to(a) for a in addresses))
 
 

@@ -21,9 +21,7 @@ from tests.money import (
 
 
 async def reconcile(app: FastAPI) -> None:
-    await reconcile_pending(
-        app.state.session_factory, app.state.gateway, app.state.clock, timedelta(0)
-    )
+    await reconcile_pending(app.state.database, app.state.gateway, app.state.clock, timedelta(0))
 
 
 async def test_a_timed_out_deposit_that_happened_is_credited_exactly_once(

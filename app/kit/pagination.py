@@ -6,10 +6,10 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import Select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import ApiError
-from app.schemas import is_storable_text
+from app.kit.db import UnitOfWork
+from app.kit.errors import ApiError
+from app.kit.schemas import is_storable_text
 
 ItemT = TypeVar("ItemT")
 
@@ -55,7 +55,7 @@ RowT = TypeVar("RowT")
 
 
 async def paginate(
-    session: AsyncSession, query: Select[RowT], model: Any, page: PageRequest
+    unit: UnitOfWork, query: Select[RowT], model: Any, page: PageRequest
 ) -> tuple[list[RowT], bool]:
     """Run `query` (already scoped to the caller's account) one page at a time.
 
@@ -64,7 +64,7 @@ async def paginate(
     """
     if page.starting_after is not None:
         cursor = (
-            await session.execute(
+            await unit.session.execute(
                 query.with_only_columns(model.created_at, model.id).where(
                     model.id == page.starting_after
                 )
@@ -75,7 +75,7 @@ async def paginate(
         query = query.where(tuple_(model.created_at, model.id) < tuple_(cursor[0], cursor[1]))
     rows = list(
         (
-            await session.scalars(
+            await unit.session.scalars(
                 query.order_by(model.created_at.desc(), model.id.desc()).limit(page.limit + 1)
             )
         ).all()

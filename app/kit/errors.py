@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.request_context import current_request_id
+from app.kit.request_context import current_request_id
 
-logger = logging.getLogger("app.errors")
+logger = logging.getLogger("app.kit.errors")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://billing.example.com/problems/"

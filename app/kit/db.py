@@ -1,0 +1,254 @@
+"""The database: the declarative base, the engine, the embedded PostgreSQL, and the unit of
+work through which every service reaches PostgreSQL.
+
+A unit of work is one request's (or one worker or operator task's) use of the database: an
+ORM session and the asyncpg connection under it, on one pooled connection and in one
+transaction. `Database.run(work)` is the only place a transaction is opened, committed and
+retried; routes get theirs from `app.kit.routing.ApiRoute`, the worker and the CLI call
+`run` for each task. Services receive the unit, write through it and never commit, with one
+exception made in one place: the two-phase payment (`app.kit.payments`) commits what it is
+about to charge for, because a card is never charged inside a transaction.
+
+A lost or refused connection is `DatabaseUnavailable` (503 with Retry-After), the broken
+connection is dropped from the pool, and the next unit gets a fresh one.
+"""
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import NullPool
+
+from app.config import Settings
+from app.kit.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+T = TypeVar("T")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def created_at_column() -> Mapped[datetime]:
+    # clock_timestamp(), not now(): rows made in one transaction still order by creation.
+    return mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp(), nullable=False
+    )
+
+
+def async_url(url: str) -> str:
+    """Accept postgres://, postgresql:// or postgresql+asyncpg:// and return the asyncpg form."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    raise ValueError("DATABASE_URL must be a PostgreSQL URL")
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    if settings.database_url is None:
+        raise RuntimeError(
+            "DATABASE_URL is not set (the launcher sets it for the embedded database)"
+        )
+    # Bound parameters never reach a log line or an error message (they may be an email, a
+    # password digest or a token's subject).
+    options: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
+    if settings.db_pool == "null":
+        options["poolclass"] = NullPool
+    else:
+        options.update(pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+    return create_async_engine(async_url(settings.database_url), **options)
+
+
+def start_embedded_postgres(data_dir: str, name: str = "pg") -> str:
+    """Start (or join) the embedded PostgreSQL under data_dir and return its URL.
+
+    The server stops when the last process that joined it exits.
+    """
+    import warnings
+
+    import pgserver
+
+    root = Path(data_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(root / name, cleanup_mode="stop")  # type: ignore[attr-defined]
+    url: str = server.get_uri()
+    return url
+
+
+class DatabaseUnavailable(ApiError):
+    def __init__(self) -> None:
+        super().__init__(
+            "service_unavailable",
+            503,
+            "The database is not reachable right now; nothing was lost. Retry shortly (with "
+            "the same Idempotency-Key, a retry finds what was already done).",
+            headers={"Retry-After": "2"},
+        )
+
+
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+# Class 08 (connection exception) and the shutdown states of class 57: the server went away
+# or is not taking connections yet.
+_UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error, what SQLAlchemy wrapped, and what it was raised from."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending and len(seen) < 10:
+        current = pending.pop()
+        if current is None or any(current is known for known in seen):
+            continue
+        seen.append(current)
+        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
+    return seen
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return state if isinstance(state, str) else None
+
+
+def is_retryable(error: BaseException) -> bool:
+    """A serialization failure or a deadlock, raised by asyncpg or wrapped by SQLAlchemy."""
+    return any(_sqlstate(cause) in _RETRYABLE_SQLSTATES for cause in _causes(error))
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """The connection was lost, refused or left unusable: the database, not the request."""
+    for cause in _causes(error):
+        if isinstance(cause, DBAPIError) and cause.connection_invalidated:
+            return True
+        state = _sqlstate(cause)
+        if state is not None and (state.startswith("08") or state in _UNAVAILABLE_SQLSTATES):
+            return True
+        if isinstance(
+            cause,
+            asyncpg.ConnectionDoesNotExistError
+            | asyncpg.InterfaceError
+            | asyncpg.PostgresConnectionError
+            | ConnectionError
+            | OSError
+            | TimeoutError,
+        ):
+            return True
+    return False
+
+
+class UnitOfWork:
+    """One request's or one task's database work: `session` (the ORM) and `connection()`
+    (plain SQL on asyncpg) share one connection and one transaction, begun with the first
+    statement and committed by `Database.run` when the work is done."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.commits = 0  # a retry from the start is safe only while this is 0
+
+    async def _pooled(self) -> Any:
+        connection = await self.session.connection()
+        return await connection.get_raw_connection()
+
+    async def connection(self) -> asyncpg.Connection:
+        """The asyncpg connection, inside the unit's transaction (begun now if need be)."""
+        pooled = await self._pooled()
+        adapter = pooled.dbapi_connection
+        if adapter._transaction is None:
+            # SQLAlchemy sends BEGIN with its first statement; plain SQL must not run
+            # before it, or it would commit on its own.
+            await adapter._start_transaction()
+        driver: asyncpg.Connection = pooled.driver_connection
+        return driver
+
+    async def fetchrow_atomic(self, sql: str, *args: object) -> asyncpg.Record | None:
+        """A statement that is complete on its own (it reads one consistent snapshot, or
+        makes one whole change): while the unit has no transaction open it runs as its own,
+        with no BEGIN or COMMIT round trip; the hot path's way (who is calling, a balance
+        order, the balance). Inside the unit's transaction once one is open."""
+        pooled = await self._pooled()
+        driver: asyncpg.Connection = pooled.driver_connection
+        row: asyncpg.Record | None = await driver.fetchrow(sql, *args)
+        return row
+
+    async def commit(self) -> None:
+        """Make what the unit did so far durable; what follows runs in a new transaction,
+        on a connection taken afresh when it is needed. Called by `Database.run`, and by
+        `app.kit.payments` before it charges a card."""
+        await self.session.commit()
+        self.commits += 1
+
+
+class Database:
+    """The engine and the one way to run work against it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]], *, attempts: int = 5) -> T:
+        """Run `work` in a unit of work and commit it. A serialization failure or a deadlock
+        runs it again from the start (never a client's error) unless part of it has already
+        committed; a lost database is `DatabaseUnavailable`."""
+        for attempt in range(1, attempts + 1):
+            async with self._sessions() as session:
+                unit = UnitOfWork(session)
+                try:
+                    result = await work(unit)
+                    await unit.commit()
+                    return result
+                except BaseException as error:
+                    await _discard(session, error)
+                    if is_retryable(error) and unit.commits == 0 and attempt < attempts:
+                        await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+                        continue
+                    lost = isinstance(error, Exception) and not isinstance(error, ApiError)
+                    if lost and is_disconnect(error):
+                        logger.warning("database unavailable: %s", type(error).__name__)
+                        raise DatabaseUnavailable from error
+                    raise
+        raise AssertionError("unreachable")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def _discard(session: AsyncSession, error: BaseException) -> None:
+    """Roll back; a connection that broke is invalidated, so the pool never hands it out
+    again (asyncpg raised straight from the driver is not seen by SQLAlchemy)."""
+    try:
+        if is_disconnect(error):
+            await session.invalidate()
+        else:
+            await session.rollback()
+    except Exception:
+        logger.debug("rollback after %s failed", type(error).__name__, exc_info=True)
+        try:
+            await session.invalidate()
+        except Exception:
+            logger.debug("invalidate failed", exc_info=True)

@@ -1,0 +1,214 @@
+"""The route class of every endpoint: one unit of work per request, committed before the
+response is sent, and Idempotency-Key on every authenticated POST.
+
+For each request `ApiRoute` runs FastAPI's handler (dependencies, endpoint, serialisation)
+inside `Database.run`, so the request's statements share one transaction that commits, or
+is retried from the start on a serialization failure or deadlock, before a byte is sent.
+An `ApiError` rolls the unit back and is answered as problem+json.
+
+Idempotency: on an authenticated POST the route adds a guard that runs after the caller's
+authentication and role check (a 401 or 403 reserves nothing), and reserves the key in the
+request's unit (`app.kit.idempotency`). The answer is stored in the same unit; a failure's
+answer (a 4xx other than 401/403) is stored after the rollback. An endpoint that takes
+`IdempotencyClaimDep` reserves the key itself, in the service's first statement.
+"""
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Header, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import get_dependant
+from fastapi.routing import APIRoute
+
+from app.kit import idempotency
+from app.kit.db import Database, UnitOfWork
+from app.kit.errors import ApiError, problem_response
+
+IDEMPOTENCY_REQUIRED = {"x-idempotency-key": "required"}
+_AUTHENTICATES = "__authenticates__"
+
+
+def secret_fields(*names: str) -> dict[str, list[str]]:
+    """Mark response fields that hold a secret shown once: the stored copy (and a replay)
+    carries null there, so the secret never reaches the database."""
+    return {"x-secret-fields": list(names)}
+
+
+def authenticates(dependency: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark the dependency that says who is calling; the guard runs after it."""
+    setattr(dependency, _AUTHENTICATES, True)
+    return dependency
+
+
+class HasAccount(Protocol):
+    @property
+    def account_id(self) -> str: ...
+
+
+async def get_unit(request: Request) -> UnitOfWork:
+    unit: UnitOfWork = request.state.unit
+    return unit
+
+
+Unit = Annotated[UnitOfWork, Depends(get_unit)]
+
+_KeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        # Checked by the guard (idempotency.check_key), so a bad key is the same 422 however
+        # the route reads it.
+        json_schema_extra={"minLength": 1, "maxLength": 255},
+        description="1-255 printable characters; a retry with the same key is answered with "
+        "the first response and moves no money again.",
+    ),
+]
+
+
+def _extra(request: Request) -> dict[str, Any]:
+    return getattr(request.scope.get("route"), "openapi_extra", None) or {}
+
+
+async def _claim(request: Request, account_id: str, key: str | None) -> idempotency.Claim | None:
+    if key is None:
+        if _extra(request).get("x-idempotency-key") == "required":
+            raise idempotency.key_required()
+        return None
+    idempotency.check_key(key)
+    secret = request.app.state.settings.secret_key
+    claim = idempotency.Claim(
+        account_id,
+        key,
+        idempotency.fingerprint(secret, request.method, request.url.path, await request.body()),
+    )
+    request.state.idempotency = claim
+    return claim
+
+
+def _guard(principal_dependency: Callable[..., Any], reserve: bool) -> Callable[..., Any]:
+    async def guard(
+        request: Request,
+        unit: Unit,
+        principal: Annotated[HasAccount, Depends(principal_dependency)],
+        idempotency_key: _KeyHeader = None,
+    ) -> idempotency.Claim | None:
+        claim = await _claim(request, principal.account_id, idempotency_key)
+        if claim is not None and reserve:
+            await idempotency.reserve(unit, claim)
+        return claim
+
+    return guard
+
+
+async def _read_claim(request: Request) -> idempotency.Claim:
+    """The claim the route's guard made, for an endpoint whose service reserves the key
+    itself (the guard runs first: route dependencies come before the endpoint's own)."""
+    claim: idempotency.Claim | None = request.state.idempotency
+    if claim is None:
+        raise idempotency.key_required()
+    return claim
+
+
+IdempotencyClaimDep = Annotated[idempotency.Claim, Depends(_read_claim)]
+
+
+async def _reserved_key(request: Request) -> str:
+    """The key the guard reserved, for a service that records it on what it creates."""
+    claim: idempotency.Claim | None = request.state.idempotency
+    if claim is None:
+        raise idempotency.key_required()
+    return claim.key
+
+
+IdempotencyKeyDep = Annotated[str, Depends(_reserved_key)]
+
+
+def _uses_authentication(dependant: Dependant) -> bool:
+    return any(
+        getattr(dep.call, _AUTHENTICATES, False) or _uses_authentication(dep)
+        for dep in dependant.dependencies
+    )
+
+
+class ApiRoute(APIRoute):
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        methods = {method.upper() for method in kwargs.get("methods") or ()}
+        dependant = get_dependant(path=path, call=endpoint)
+        principal = next(
+            (
+                dep.call
+                for dep in dependant.dependencies
+                if dep.call is not None
+                and (getattr(dep.call, _AUTHENTICATES, False) or _uses_authentication(dep))
+            ),
+            None,
+        )
+        if "POST" in methods and principal is not None:
+            reserves_itself = any(dep.call is _read_claim for dep in dependant.dependencies)
+            guard = _guard(principal, reserve=not reserves_itself)
+            kwargs["dependencies"] = [Depends(guard), *(kwargs.get("dependencies") or [])]
+        super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        secrets = list((self.openapi_extra or {}).get("x-secret-fields") or [])
+
+        async def handle(request: Request) -> Response:
+            database: Database = request.app.state.database
+
+            async def attempt(unit: UnitOfWork) -> Response:
+                request.state.unit = unit
+                request.state.idempotency = None
+                response = await handler(request)
+                claim: idempotency.Claim | None = request.state.idempotency
+                unanswered = claim is not None and claim.held and not claim.answered
+                if unanswered and response.status_code < 500:
+                    assert claim is not None
+                    await idempotency.store_answer(unit, claim, response, secrets)
+                return response
+
+            try:
+                return await database.run(attempt)
+            except idempotency.Replay as replay:
+                return replay.response
+            except ApiError as error:
+                response = problem_response(
+                    error.code, error.status, error.detail, headers=error.headers, extra=error.extra
+                )
+                await _after_failure(request, database, error.status, response)
+                return response
+            except Exception:
+                await _after_failure(request, database, 500, None)
+                raise
+
+        return handle
+
+
+async def _after_failure(
+    request: Request, database: Database, status: int, response: Response | None
+) -> None:
+    """Keep a failure's answer under the key it held, or free a key that a failure on our
+    side left reserved. Nothing is kept for a request that never held the key (its key was
+    in use, reused, or it failed before reserving), nor for a 401 or 403, so the key still
+    works for a caller who may make the request."""
+    claim: idempotency.Claim | None = getattr(request.state, "idempotency", None)
+    unit: UnitOfWork | None = getattr(request.state, "unit", None)
+    if claim is None or not claim.held or claim.answered or status in (401, 403):
+        return
+    # Part of the request committed (a payment's first phase): the reservation with it.
+    committed = unit is not None and unit.commits > 0
+    try:
+        if status >= 500 or response is None:
+            if committed:
+                await database.run(lambda fresh: idempotency.release(fresh, claim))
+        elif committed:
+            secrets = list(_extra(request).get("x-secret-fields") or [])
+            await database.run(
+                lambda fresh: idempotency.store_answer(fresh, claim, response, secrets)
+            )
+        else:
+            await database.run(lambda fresh: idempotency.store_lost_answer(fresh, claim, response))
+    except ApiError:
+        # The database went away meanwhile: the reservation's lease frees the key.
+        return
