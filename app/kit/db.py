@@ -16,6 +16,7 @@ connection is dropped from the pool, and the next unit gets a fresh one.
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -153,6 +154,9 @@ def is_disconnect(error: BaseException) -> bool:
             cause,
             asyncpg.ConnectionDoesNotExistError
             | asyncpg.InterfaceError
+            # The protocol was left mid-operation by an earlier failure: the connection is
+            # unusable, whatever the server's state.
+            | asyncpg.exceptions.InternalClientError
             | asyncpg.PostgresConnectionError
             | ConnectionError
             | OSError
@@ -210,6 +214,7 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._dropped_at = float("-inf")
 
     async def run(self, work: Callable[[UnitOfWork], Awaitable[T]], *, attempts: int = 5) -> T:
         """Run `work` in a unit of work and commit it. A serialization failure or a deadlock
@@ -230,9 +235,24 @@ class Database:
                     lost = isinstance(error, Exception) and not isinstance(error, ApiError)
                     if lost and is_disconnect(error):
                         logger.warning("database unavailable: %s", type(error).__name__)
+                        await self._drop_pooled_connections()
                         raise DatabaseUnavailable from error
                     raise
         raise AssertionError("unreachable")
+
+    async def _drop_pooled_connections(self) -> None:
+        """After a lost connection the others in the pool are most likely dead too (the
+        server restarted, or ended our sessions): close them all, so the next request gets a
+        fresh one instead of another error. At most once a second, however many requests
+        noticed."""
+        now = time.monotonic()
+        if now - self._dropped_at < 1.0:
+            return
+        self._dropped_at = now
+        try:
+            await self.engine.dispose()
+        except Exception:
+            logger.debug("closing the pooled connections failed", exc_info=True)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
