@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
+from app.accounts.router import me_router
 from app.accounts.router import router as accounts_router
 from app.auth.router import router as auth_router
 from app.billing.router import router as billing_router
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         ops_router,
         accounts_router,
         auth_router,
+        me_router,
         card_router,
         finance_router,
         orders_router,

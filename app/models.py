@@ -3,11 +3,11 @@
 from app.accounts.models import Account, BillingInfo, User
 from app.auth.models import ApiKey, AuthEvent
 from app.billing.models import Invoice, InvoiceAttempt, InvoiceLine, Plan, Subscription
-from app.finance.models import AccountBalance, Deposit, FinanceSettings, LedgerEntry
+from app.finance.models import AccountBalance, Deposit, LedgerEntry
 from app.kit.idempotency import IdempotencyKey
 from app.kit.outbox import OutboxMessage
 from app.orders.models import CertificateOrder, Product
-from app.payment_methods.models import Card
+from app.payment_methods.models import Card, FinanceSettings
 
 __all__ = [
     "Account",

@@ -10,13 +10,13 @@ import asyncio
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from fastapi import Response
 from fpdf import FPDF
 from fpdf.enums import Align, XPos, YPos
 
-from app.accounts.models import Account, BillingInfo
+from app.accounts.models import BillingInfo
 from app.config import Settings
 from app.kit.money import format_amount
 
@@ -77,7 +77,18 @@ def card_label(brand: str | None, last4: str | None) -> str:
     return f"{_BRANDS.get(brand, brand.title())} ending {last4}"
 
 
-def billed_to(account: Account, billing: BillingInfo | None) -> list[str]:
+class BilledAccount(Protocol):
+    """What a receipt shows of the account when its billing information leaves a gap."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def company_name(self) -> str | None: ...
+    @property
+    def email(self) -> str: ...
+
+
+def billed_to(account: BilledAccount, billing: BillingInfo | None) -> list[str]:
     """The account's billing information as address lines; the account itself when unset."""
     if billing is None:
         return [line for line in (account.company_name, account.name, account.email) if line]

@@ -7,8 +7,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.kit.db import Base, created_at_column
 
-ROLES = ("admin", "finance", "user")
-
 
 class Account(Base):
     __tablename__ = "account"

@@ -1,4 +1,5 @@
-"""HTTP endpoints of sign-up, the account, billing information, passwords and users."""
+"""HTTP endpoints of sign-up, the account, billing information, passwords, users and
+/v1/me."""
 
 from fastapi import APIRouter, Response
 
@@ -8,6 +9,7 @@ from app.accounts.schemas import (
     AccountPatch,
     BillingInfoBody,
     BillingInfoOut,
+    MeOut,
     PasswordChangeIn,
     SignupIn,
     SignupOut,
@@ -15,12 +17,25 @@ from app.accounts.schemas import (
     UserOut,
     UserPatch,
 )
-from app.auth.principal import RequireAdmin, RequireMember, RequireSignedInUser
+from app.auth.principal import Authenticated, RequireAdmin, RequireMember, RequireSignedInUser
+from app.auth.schemas import ApiKeyOut
 from app.deps import ClientAddress, SettingsDep
 from app.kit.pagination import Page, PageParams
 from app.kit.routing import ApiRoute, Unit
 
 router = APIRouter(prefix="/v1", tags=["account"], route_class=ApiRoute)
+# /v1/me keeps the "auth" tag it has always had in the schema.
+me_router = APIRouter(prefix="/v1", tags=["auth"], route_class=ApiRoute)
+
+
+@me_router.get("/me", response_model=MeOut, summary="Who am I")
+async def get_me(principal: Authenticated) -> MeOut:
+    return MeOut(
+        user=UserOut.model_validate(principal.user) if principal.user else None,
+        api_key=ApiKeyOut.model_validate(principal.api_key) if principal.api_key else None,
+        account=AccountOut.model_validate(principal.account),
+        role=principal.role,
+    )
 
 
 @router.post(

@@ -1,14 +1,15 @@
-"""Request and response bodies of sign-up, the account, billing information and users."""
+"""Request and response bodies of sign-up, the account, billing information, users and
+/v1/me."""
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import phonenumbers
 import pycountry
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
+from app.auth.schemas import ApiKeyOut, Role
 from app.kit.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
 
-Role = Literal["admin", "finance", "user"]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 OptionalText = Annotated[str | None, Field(default=None)]
 # Longer than the policy allows: an over-long password gets `weak_password`, not a bare 422.
@@ -78,6 +79,13 @@ class UserOut(ResponseModel):
 class SignupOut(ResponseModel):
     account: AccountOut
     user: UserOut
+
+
+class MeOut(ResponseModel):
+    user: UserOut | None
+    api_key: ApiKeyOut | None
+    account: AccountOut
+    role: Role
 
 
 class AccountPatch(PatchModel):

@@ -5,14 +5,13 @@ aliases at the bottom (`RequireAdmin`, `RequireFinance`, `RequireMember`).
 """
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import asyncpg
 from fastapi import Depends
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
-from app.accounts.models import Account, User
 from app.auth.models import ApiKey
 from app.auth.security import AccessClaims, api_key_digest, read_access_token
 from app.deps import SettingsDep
@@ -27,10 +26,35 @@ _LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
-class Principal:
-    account: Account
+class CallerAccount:
+    """The caller's account, as authentication read it (the accounts package owns the table)."""
+
+    id: str
+    name: str
+    company_name: str | None
+    email: str
+    phone: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CallerUser:
+    """The signed-in user who is calling (never their password hash)."""
+
+    id: str
+    account_id: str
+    email: str
+    name: str
     role: str
-    user: User | None = None
+    token_version: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Principal:
+    account: CallerAccount
+    role: str
+    user: CallerUser | None = None
     api_key: ApiKey | None = None
 
     @property
@@ -74,7 +98,7 @@ async def authenticate(
     raise Unauthenticated
 
 
-# The caller and its account in one round trip, built into detached model instances.
+# The caller and its account in one round trip, read by named columns.
 _ACCOUNT_COLUMNS = """a.name AS a_name, a.company_name AS a_company_name, a.email AS a_email,
     a.phone AS a_phone, a.created_at AS a_created_at"""
 
@@ -104,8 +128,8 @@ _API_KEY_BY_DIGEST = f"""
 """  # noqa: S608
 
 
-def _account(row: asyncpg.Record) -> Account:
-    return Account(
+def _account(row: asyncpg.Record) -> CallerAccount:
+    return CallerAccount(
         id=row["account_id"],
         name=row["a_name"],
         company_name=row["a_company_name"],
@@ -123,7 +147,7 @@ async def _from_token(unit: UnitOfWork, claims: AccessClaims) -> Principal:
         or row["account_id"] != claims.account_id
     ):
         raise Unauthenticated
-    user = User(
+    user = CallerUser(
         id=row["id"],
         account_id=row["account_id"],
         email=row["email"],

@@ -1,14 +1,13 @@
-"""HTTP endpoints of authentication: tokens, API keys and /v1/me."""
+"""HTTP endpoints of authentication: tokens and API keys."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.security import OAuth2PasswordRequestForm
 
-from app.accounts.schemas import AccountOut, UserOut
 from app.auth import service
-from app.auth.principal import Authenticated, RequireAdmin
-from app.auth.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyOut, MeOut, TokenOut
+from app.auth.principal import RequireAdmin
+from app.auth.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyOut, TokenOut
 from app.deps import ClientAddress, SettingsDep
 from app.kit.pagination import Page, PageParams
 from app.kit.routing import ApiRoute, Unit, secret_fields
@@ -26,16 +25,6 @@ async def create_token(
     client_ip: ClientAddress,
 ) -> TokenOut:
     return await service.issue_token(unit, settings, form.username, form.password, client_ip)
-
-
-@router.get("/me", response_model=MeOut, summary="Who am I")
-async def get_me(principal: Authenticated) -> MeOut:
-    return MeOut(
-        user=UserOut.model_validate(principal.user) if principal.user else None,
-        api_key=ApiKeyOut.model_validate(principal.api_key) if principal.api_key else None,
-        account=AccountOut.model_validate(principal.account),
-        role=principal.role,
-    )
 
 
 @router.post(

@@ -1,12 +1,12 @@
-"""Bodies of tokens, API keys and /v1/me."""
+"""Bodies of tokens and API keys, and the roles a caller may have."""
 
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from app.accounts.schemas import AccountOut, Role, UserOut
 from app.kit.schemas import RequestModel, ResponseModel, Timestamp
 
+Role = Literal["admin", "finance", "user"]
 Integration = Literal["azure_key_vault"]
 
 
@@ -37,10 +37,3 @@ class ApiKeyCreatedOut(ApiKeyOut):
         description="The secret, shown in this response only: null when an Idempotency-Key "
         "replays the creation, because the secret is never stored."
     )
-
-
-class MeOut(ResponseModel):
-    user: UserOut | None
-    api_key: ApiKeyOut | None
-    account: AccountOut
-    role: Role

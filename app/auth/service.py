@@ -1,10 +1,10 @@
 """Rules of authentication: password logins that issue access tokens, and API keys."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 
-from app.accounts.models import User
 from app.auth import throttle
 from app.auth.models import ApiKey
 from app.auth.principal import Principal
@@ -32,6 +32,35 @@ def _invalid_credentials() -> ApiError:
     return ApiError("invalid_credentials", 401, "The email or the password is not correct.")
 
 
+@dataclass(frozen=True)
+class _Credentials:
+    """What a login needs of a live user (the accounts package owns the table)."""
+
+    user_id: str
+    account_id: str
+    password_hash: str
+    token_version: int
+
+
+_CREDENTIALS_BY_EMAIL = """
+    SELECT id, account_id, password_hash, token_version
+    FROM app_user WHERE email = $1 AND deleted_at IS NULL
+"""
+
+
+async def _credentials(unit: UnitOfWork, email: str) -> _Credentials | None:
+    conn = await unit.connection()
+    row = await conn.fetchrow(_CREDENTIALS_BY_EMAIL, email)
+    if row is None:
+        return None
+    return _Credentials(
+        user_id=row["id"],
+        account_id=row["account_id"],
+        password_hash=row["password_hash"],
+        token_version=row["token_version"],
+    )
+
+
 async def issue_token(
     unit: UnitOfWork, settings: Settings, email: str, password: str, client_ip: str
 ) -> TokenOut:
@@ -41,9 +70,7 @@ async def issue_token(
         await verify_password(password, None)
         raise _invalid_credentials()
     await throttle.check_login_allowed(unit, settings, email, client_ip)
-    user = await unit.session.scalar(
-        select(User).where(User.email == email, User.deleted_at.is_(None))
-    )
+    user = await _credentials(unit, email)
     # Checked against a dummy hash when the email is unknown: same answer, about the same time.
     valid = await verify_password(password, user.password_hash if user else None)
     await throttle.record(unit, "login_succeeded" if valid else "login_failed", client_ip, email)
@@ -51,7 +78,7 @@ async def issue_token(
         LOGIN_FAILURES.inc()
         raise _invalid_credentials()
     claims = AccessClaims(
-        user_id=user.id, account_id=user.account_id, token_version=user.token_version
+        user_id=user.user_id, account_id=user.account_id, token_version=user.token_version
     )
     ttl = settings.access_token_ttl_seconds
     return TokenOut(

@@ -31,7 +31,6 @@ from app.accounts.models import Account
 from app.billing.models import Invoice, InvoiceAttempt, InvoiceLine, Plan, Subscription
 from app.billing.periods import period_name, period_start_at
 from app.finance.ledger import post_entry
-from app.finance.payment_settings import load_payment_settings
 from app.gateway.base import Charge, Gateway
 from app.kit import payments
 from app.kit.clock import Clock
@@ -39,6 +38,7 @@ from app.kit.db import Database, UnitOfWork
 from app.kit.errors import ApiError
 from app.kit.ids import new_id
 from app.payment_methods.models import Card
+from app.payment_methods.settings import load_payment_settings
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ async def _claim_attempt(unit: UnitOfWork, clock: Clock, invoice_id: str) -> _Cl
     if invoice is None:
         return None
     account = await session.get_one(Account, invoice.account_id)
-    settings = await load_payment_settings(unit, account)
+    settings = await load_payment_settings(unit, account.id, account.email)
     method = settings.default_payment_method
     attempt = InvoiceAttempt(
         invoice_id=invoice.id,

@@ -6,7 +6,6 @@ from app.auth.principal import RequireFinance, RequireMember
 from app.deps import GatewayDep, SettingsDep
 from app.finance import service
 from app.finance.models import Deposit, LedgerEntry
-from app.finance.payment_settings import PaymentSettings
 from app.finance.schemas import (
     BalanceOut,
     DepositIn,
@@ -18,6 +17,7 @@ from app.finance.schemas import (
 from app.kit.errors import ApiError
 from app.kit.pagination import Page, PageParams
 from app.kit.routing import IDEMPOTENCY_REQUIRED, ApiRoute, IdempotencyKeyDep, Unit
+from app.payment_methods.settings import PaymentSettings
 from app.receipts import PDF_RESPONSES, pdf_response
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"], route_class=ApiRoute)

@@ -16,8 +16,7 @@ from app.accounts.models import Account, BillingInfo
 from app.auth.principal import Principal
 from app.config import Settings
 from app.finance.ledger import Posting, post_entry
-from app.finance.models import Deposit, FinanceSettings, LedgerEntry
-from app.finance.payment_settings import PaymentSettings, load_payment_settings, settings_of
+from app.finance.models import Deposit, LedgerEntry
 from app.finance.schemas import FinanceSettingsPatch
 from app.gateway.base import Charge, Gateway
 from app.kit import payments
@@ -26,14 +25,15 @@ from app.kit.errors import ApiError, NotFound
 from app.kit.ids import new_id
 from app.kit.money import format_amount
 from app.kit.pagination import PageRequest, paginate
-from app.payment_methods.models import Card
+from app.payment_methods.models import Card, FinanceSettings
+from app.payment_methods.settings import PaymentSettings, load_payment_settings, settings_of
 from app.receipts import Receipt, ReceiptLine, billed_to, card_label, render_pdf
 
 logger = logging.getLogger(__name__)
 
 
 async def get_payment_settings(unit: UnitOfWork, principal: Principal) -> PaymentSettings:
-    return await load_payment_settings(unit, principal.account)
+    return await load_payment_settings(unit, principal.account_id, principal.account.email)
 
 
 async def update_payment_settings(
@@ -42,7 +42,7 @@ async def update_payment_settings(
     session = unit.session
     # The row is locked for the rules below; a first PATCH creates it (two first PATCHes at
     # once: the loser's insert conflicts and waits, then updates what the winner made).
-    defaults = settings_of(None, principal.account)
+    defaults = settings_of(None, principal.account.email)
     await session.execute(
         insert(FinanceSettings)
         .values(
@@ -56,7 +56,7 @@ async def update_payment_settings(
     row = await session.get_one(
         FinanceSettings, principal.account_id, with_for_update=True, populate_existing=True
     )
-    current = settings_of(row, principal.account)
+    current = settings_of(row, principal.account.email)
     changes = {field: getattr(patch, field) for field in patch.model_fields_set}
     balance_on = changes.get("balance_payments_enabled", current.balance_payments_enabled)
     card_on = changes.get("card_payments_enabled", current.card_payments_enabled)
@@ -83,7 +83,7 @@ async def update_payment_settings(
     )
     row.notification_emails = emails
     await session.flush()
-    return settings_of(row, principal.account)
+    return settings_of(row, principal.account.email)
 
 
 @dataclass(frozen=True)

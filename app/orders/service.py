@@ -19,7 +19,6 @@ from sqlalchemy import func, select, update
 
 from app.auth.principal import Principal
 from app.finance.ledger import post_entry
-from app.finance.payment_settings import PaymentSettings, load_payment_settings
 from app.gateway.base import Charge, Gateway, Refund
 from app.kit import idempotency, payments
 from app.kit.clock import Clock
@@ -30,6 +29,7 @@ from app.kit.pagination import PageRequest, paginate
 from app.orders.models import CertificateOrder, Product
 from app.orders.schemas import OrderIn
 from app.payment_methods.models import Card
+from app.payment_methods.settings import PaymentSettings, load_payment_settings
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ async def create_order(
     )
     if existing is not None:  # a retry that took over an abandoned key: what it made
         return existing
-    settings = await load_payment_settings(unit, principal.account)
+    settings = await load_payment_settings(unit, principal.account_id, principal.account.email)
     method = resolve_payment_method(body.payment_method, settings, principal)
     if method == "balance":
         outcome = await _pay_from_balance(unit, order, product, claim, method, answer)

@@ -6,13 +6,13 @@ from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 
 from app.auth.principal import Principal
-from app.finance.payment_settings import load_payment_settings
 from app.gateway.base import CardDeclined, CardInput, Gateway, GatewayUnavailable, SavedCard
 from app.gateway.card_numbers import is_valid_card_number
 from app.kit.db import UnitOfWork
 from app.kit.errors import ApiError
 from app.payment_methods.models import Card
 from app.payment_methods.schemas import CardDetailsIn, CardTokenIn
+from app.payment_methods.settings import load_payment_settings
 
 
 def no_card_on_file(status: int = 404) -> ApiError:
@@ -79,7 +79,7 @@ async def replace_card(
 
 
 async def remove_card(unit: UnitOfWork, principal: Principal) -> None:
-    settings = await load_payment_settings(unit, principal.account)
+    settings = await load_payment_settings(unit, principal.account_id, principal.account.email)
     if settings.default_payment_method == "card":
         raise ApiError(
             "card_is_default",

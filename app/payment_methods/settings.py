@@ -2,9 +2,8 @@
 
 from dataclasses import dataclass
 
-from app.accounts.models import Account
-from app.finance.models import FinanceSettings
 from app.kit.db import UnitOfWork
+from app.payment_methods.models import FinanceSettings
 
 
 @dataclass(frozen=True)
@@ -19,23 +18,27 @@ class PaymentSettings:
         return self.balance_payments_enabled if method == "balance" else self.card_payments_enabled
 
 
-def settings_of(row: FinanceSettings | None, account: Account) -> PaymentSettings:
+def settings_of(row: FinanceSettings | None, account_email: str) -> PaymentSettings:
+    """The settings stored in `row`, or a new account's; notices go to the account's contact
+    email unless other addresses are set."""
     if row is None:  # a new account: card enabled and preselected, balance off
         return PaymentSettings(
             balance_payments_enabled=False,
             card_payments_enabled=True,
             default_payment_method="card",
             low_balance_threshold_cents=None,
-            notification_emails=[account.email],
+            notification_emails=[account_email],
         )
     return PaymentSettings(
         row.balance_payments_enabled,
         row.card_payments_enabled,
         row.default_payment_method,
         row.low_balance_threshold_cents,
-        row.notification_emails if row.notification_emails is not None else [account.email],
+        row.notification_emails if row.notification_emails is not None else [account_email],
     )
 
 
-async def load_payment_settings(unit: UnitOfWork, account: Account) -> PaymentSettings:
-    return settings_of(await unit.session.get(FinanceSettings, account.id), account)
+async def load_payment_settings(
+    unit: UnitOfWork, account_id: str, account_email: str
+) -> PaymentSettings:
+    return settings_of(await unit.session.get(FinanceSettings, account_id), account_email)
