@@ -1,8 +1,8 @@
 """The floor (a): the order's own debit transaction issued straight through asyncpg, no HTTP.
 
 It is what `POST /v1/orders` paid from the balance must do in the database and nothing else:
-BEGIN; INSERT the certificate_order; the conditional balance UPDATE and ledger INSERT as the
-one statement of app/finance/ledger.py; COMMIT. No authentication, no idempotency record, no
+BEGIN; INSERT the certificate_order; the conditional debit with its ledger entry, the one
+call of the ledger's database function; COMMIT. No authentication, no idempotency record, no
 ORM, no HTTP: the service's throughput divided by this one says what the rest costs.
 """
 
@@ -24,24 +24,8 @@ INSERT INTO certificate_order (id, account_id, idempotency_key, product_id, comm
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'balance', 'paid')
 """
 
-# app/finance/ledger.py's _DEBIT, word for word, with asyncpg's positional parameters:
-# $1 id, $2 account_id, $3 type, $4 amount (negative), $5 deposit_id, $6 order_id,
-# $7 description.
-_DEBIT = """
-WITH moved AS (
-    UPDATE account_balance
-    SET balance_cents = balance_cents + $4, last_entry_seq = last_entry_seq + 1
-    WHERE account_id = $2 AND balance_cents + $4 >= 0
-    RETURNING balance_cents, last_entry_seq
-)
-INSERT INTO ledger_entry (id, account_id, seq, type, amount_cents, balance_after_cents,
-                          deposit_id, order_id, description)
-SELECT $1, $2, last_entry_seq, $3, $4, balance_cents, $5, $6, $7
-FROM moved
-RETURNING id, seq, balance_after_cents, created_at,
-    (SELECT low_balance_threshold_cents FROM finance_settings
-     WHERE account_id = $2) AS threshold_cents
-"""
+# The ledger's own function (migration 0005), as app/finance/ledger.py calls it.
+_DEBIT = "SELECT * FROM post_ledger_entry($1, $2, 'order', $3, $4, NULL, $5, NULL)"
 
 
 @dataclass(frozen=True)
@@ -81,11 +65,9 @@ async def place_order(
                 _DEBIT,
                 new_id("txn"),
                 account_id,
-                "order",
                 -product.amount_cents,
-                None,
-                order_id,
                 f"Order {order_id}: {product.name}, {COMMON_NAME}",
+                order_id,
             )
             if posted is None:
                 raise _InsufficientFunds

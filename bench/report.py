@@ -15,7 +15,9 @@ from bench.stats import RunResult
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
 P99_TARGET_MS = 50.0
-RATIO_TARGET = 0.5
+# The service against the floor of its own transaction (issue 10): (b)/(a), (c)/(a-hot),
+# (d)/(a).
+RATIO_TARGETS = {("b", "a"): 0.5, ("c", "a-hot"): 0.6, ("d", "a"): 0.8}
 # Cores used by processes other than the bench's own above which a run was disturbed.
 INTERFERENCE_CORES = 0.25
 
@@ -76,25 +78,32 @@ class Report:
         )
 
 
+def ratio_lines(report: Report) -> list[str]:
+    """`name = ratio`, one line per target ratio, as `make bench` prints them."""
+    return [f"({run})/({floor}) = {report.ratio(run, floor):.2f}" for run, floor in RATIO_TARGETS]
+
+
 def _targets(report: Report) -> list[Target]:
-    b_over_a = report.ratio("b", "a")
-    c_over_a_hot = report.ratio("c", "a-hot")
-    hot, c = report.hot, report.runs["c"]
+    hot = report.hot
     half = next((run for percent, run in report.sweep if percent == 50), None)
+    ratios = [
+        Target(
+            f"({run})/({floor})",
+            f">= {wanted}",
+            f"{report.ratio(run, floor):.2f}",
+            report.ratio(run, floor) >= wanted,
+        )
+        for (run, floor), wanted in RATIO_TARGETS.items()
+    ]
+    errors = sum(run.total_errors for run in report.runs.values())
     return [
-        Target("(b)/(a)", f">= {RATIO_TARGET}", f"{b_over_a:.2f}", b_over_a >= RATIO_TARGET),
+        *ratios,
         Target(
-            "(c)/(a-hot)",
-            f">= {RATIO_TARGET}",
-            f"{c_over_a_hot:.2f}",
-            c_over_a_hot >= RATIO_TARGET,
-        ),
-        Target(
-            "(c) errors, lost updates",
+            "errors (every run), lost updates (c)",
             "0, 0",
-            f"{c.total_errors}, {hot.lost_updates:g}"
+            f"{errors}, {hot.lost_updates:g}"
             + ("" if hot.consistent else " (ledger check failed)"),
-            c.total_errors == 0 and hot.consistent,
+            errors == 0 and hot.consistent,
         ),
         Target(
             "p99 of (b) at 50% of its max",
@@ -203,8 +212,7 @@ def console(report: Report) -> str:
             "(CPU: cores used by the load generator/service/PostgreSQL/rest of the machine; "
             "CPU ms/req: the first three's CPU time per successful request)",
             runs_table(report),
-            f"(b)/(a) = {report.ratio('b', 'a'):.2f}    "
-            f"(c)/(a-hot) = {report.ratio('c', 'a-hot'):.2f}",
+            "\n".join(ratio_lines(report)),
             report.hot.summary(),
             f"Open loop (Poisson arrivals), POST /v1/orders over {report.accounts} accounts, "
             f"{report.sweep_duration:g} s per step (late: the generator's p99 lateness)",
@@ -246,8 +254,8 @@ load generator share its cores.
 - **Runs**:
   - (a) the floor: the order's own transaction straight through an asyncpg pool of as many
     connections as the HTTP runs use: `BEGIN`; `INSERT` the `certificate_order`; the
-    conditional balance `UPDATE` and ledger `INSERT` as the one statement of
-    `app/finance/ledger.py`; `COMMIT`. No HTTP, authentication, idempotency record, catalogue
+    conditional debit with its ledger entry, one call of the ledger's database function
+    `post_ledger_entry`; `COMMIT`. No HTTP, authentication, idempotency record, catalogue
     or settings read, ORM or JSON;
   - (b) `POST /v1/orders` (`ssl_dv`, one year: 49.00 paid from the balance) with an API key
     and a fresh `Idempotency-Key`, each request on an account drawn at random among
@@ -302,8 +310,7 @@ def markdown(report: Report, plot_name: str) -> str:
             "machine (anything else that ran meanwhile). CPU ms/req: the CPU time of the first "
             "three per successful request, what one request costs whatever else ran.",
             runs_table(report, markdown=True),
-            f"Ratios: (b)/(a) = **{report.ratio('b', 'a'):.2f}**, "
-            f"(c)/(a-hot) = **{report.ratio('c', 'a-hot'):.2f}**. "
+            "Ratios: " + ", ".join(f"**{line}**" for line in ratio_lines(report)) + ". "
             f"{_sentence(report.hot.summary())}.",
             "### Targets",
             targets_table(report, markdown=True),
