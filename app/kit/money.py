@@ -1,11 +1,14 @@
 """Money: amounts are integer cents inside the service and two-decimal strings on the wire.
 
-Input accepts a string ("12.50") or a JSON number (12.5) with at most two decimals.
-Floats never touch an amount: a JSON number is read back through its shortest
-repr, which is exactly what the client wrote for any value we accept.
+Input accepts a string of ASCII digits with an optional point and one or two decimals
+("500", "500.5", "500.50") or a JSON number with at most two decimals; nothing else (a
+sign, an exponent, spaces, separators, other scripts' digits). Floats never touch an
+amount: a JSON number is read back through its shortest repr, which is exactly what the
+client wrote for any value we accept.
 """
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -16,26 +19,39 @@ MAX_CENTS = 100_000_000_000  # 1,000,000,000.00
 _AMOUNT_PATTERN = r"^-?[0-9]+\.[0-9]{2}$"
 
 
+# ASCII digits, then optionally a point and one or two decimals: no sign, no exponent, no
+# spaces or separators, no other script's digits (str.isdigit and Decimal accept those).
+_AMOUNT_TEXT = re.compile(r"[0-9]+(\.[0-9]{1,2})?", re.ASCII)
+_MAX_DIGITS = len(str(MAX_CENTS // 100))
+_NOT_AN_AMOUNT = 'must be a string of digits with up to two decimals, such as "12.50", or a number'
+
+
 def parse_amount(value: object, *, allow_zero: bool = False) -> int:
     """The positive (or, with allow_zero, non-negative) amount in cents, or ValueError with a
     message a client can act on."""
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
-        raise ValueError('must be a decimal string such as "12.50" or a number')
-    text = repr(value) if isinstance(value, float) else str(value).strip()
-    if len(text) > 32:
-        raise ValueError("is too large")
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise ValueError('must be a decimal string such as "12.50" or a number') from None
-    if not amount.is_finite():
-        raise ValueError("must be a finite number")
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2:
-        raise ValueError("must have at most two decimals")
-    if amount < 0 or (amount == 0 and not allow_zero):
+        raise ValueError(_NOT_AN_AMOUNT)
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, float):
+        # A JSON number arrives as a float: its shortest repr is what the client wrote, for
+        # any value we accept ("1e+20" and "nan" are not).
+        text = repr(value).removesuffix(".0") if value.is_integer() else repr(value)
+    else:
+        text = str(value)
+    if text.startswith("-") and text[1:2].isdigit():
         raise ValueError("must not be negative" if allow_zero else "must be greater than zero")
-    cents = int(amount * 100)
+    match = _AMOUNT_TEXT.fullmatch(text)
+    if match is None:
+        if re.fullmatch(r"[0-9]+\.[0-9]{3,}", text, re.ASCII):
+            raise ValueError("must have at most two decimals")
+        raise ValueError(_NOT_AN_AMOUNT)
+    whole, _, part = text.partition(".")
+    if len(whole.lstrip("0")) > _MAX_DIGITS:
+        raise ValueError("is too large")
+    cents = int(whole) * 100 + int(part.ljust(2, "0") or "0")
+    if cents == 0 and not allow_zero:
+        raise ValueError("must be greater than zero")
     if cents > MAX_CENTS:
         raise ValueError("is too large")
     return cents
