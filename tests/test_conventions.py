@@ -141,6 +141,25 @@ async def test_wrong_method_is_405_problem(client: httpx.AsyncClient) -> None:
     assert "GET" in response.headers["allow"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/v1/account", "GET, HEAD, PATCH"),
+        ("PUT", "/v1/orders", "GET, HEAD, POST"),
+        ("DELETE", "/v1/orders/ord_123", "GET, HEAD"),
+        ("GET", "/v1/orders/ord_123/cancel", "POST"),
+        ("POST", "/v1/account/card", "GET, HEAD, PUT, DELETE"),
+        ("PUT", "/v1/finance/deposits/dep_1.pdf", "GET, HEAD"),
+    ],
+)
+async def test_a_405_allows_exactly_the_methods_of_its_path(
+    client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    response = await client.request(method, path)
+    assert_problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == allow
+
+
 async def test_malformed_json_is_422_validation_error(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/v1/signup",

@@ -2,6 +2,7 @@
 every error (ours, FastAPI's and Starlette's) as RFC 9457 problem details with a stable code."""
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -133,9 +134,38 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    headers = dict(exc.headers or {})
     if exc.status_code == 404:
         detail = "No such resource."
-    return problem_response(code, exc.status_code, detail, headers=dict(exc.headers or {}))
+    if exc.status_code == 405:
+        # The router names only the methods of the first route that matched the path; a
+        # path served by several routes (GET and PATCH /v1/account) allows all of theirs.
+        allowed = allowed_methods(request.app, request.url.path)
+        if allowed:  # else a route outside the schema (the docs pages): the router's own
+            headers["Allow"] = ", ".join(allowed)
+    return problem_response(code, exc.status_code, detail, headers=headers)
+
+
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves at `path` (HEAD wherever GET is), in a stable order."""
+    index: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allow_index", None)
+    if index is None:
+        index = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            regex = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+            methods = {method.upper() for method in operations}
+            if "GET" in methods:
+                methods.add("HEAD")
+            index.append((re.compile(regex + "$"), methods))
+        app.state.allow_index = index
+    allowed: set[str] = set()
+    for pattern, methods in index:
+        if pattern.match(path):
+            allowed |= methods
+    return [method for method in _METHOD_ORDER if method in allowed]
 
 
 def internal_error_response() -> JSONResponse:
