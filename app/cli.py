@@ -43,7 +43,12 @@ T = TypeVar("T")
 
 def _settings(log_level: str = "WARNING") -> Settings:
     configure_logging(log_level)
-    return use_embedded_database_if_unset()
+    try:
+        return use_embedded_database_if_unset()
+    except ValidationError as error:
+        for problem in error.errors():
+            typer.echo(f"error: {problem['msg'].removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _run(work: Callable[[Database], Awaitable[T]], settings: Settings | None = None) -> T:

@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     login_failures_per_email: int = 50
     login_window_seconds: int = 900
 
-    gateway: Literal["sandbox", "stripe"] = "sandbox"
+    # Unset: the sandbox, which accepts every test card, but only for development (the
+    # embedded database, or ENVIRONMENT=development); elsewhere the service refuses to start.
+    gateway: Literal["sandbox", "stripe"] | None = None
+    environment: Literal["development", "production"] = "production"
     sandbox_url: str | None = None
     gateway_timeout_seconds: float = 5.0
     stripe_api_key: str = Field(default="", repr=False)
@@ -67,6 +70,19 @@ class Settings(BaseSettings):
     # Who issues invoices and receipts, as printed on their PDFs.
     vendor_name: str = "Example Hosting & Certificates Ltd"
     vendor_address: str = "1 Example Street, London EC1A 1AA, United Kingdom"
+
+    @model_validator(mode="after")
+    def _no_sandbox_by_accident(self) -> "Settings":
+        if self.gateway is None:
+            if self.database_url and self.environment != "development":
+                raise ValueError(
+                    "GATEWAY is not set. A deployment must name its payment gateway: "
+                    "GATEWAY=stripe (with STRIPE_API_KEY), or GATEWAY=sandbox for a test "
+                    "deployment that accepts every test card. ENVIRONMENT=development uses "
+                    "the sandbox without being told."
+                )
+            self.gateway = "sandbox"
+        return self
 
     @model_validator(mode="after")
     def _reconcile_after_the_gateway_gave_up(self) -> "Settings":

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from app.config import Settings, get_settings
 from app.kit.db import start_embedded_postgres
@@ -21,6 +22,8 @@ def use_embedded_database_if_unset() -> Settings:
     if not settings.database_url:
         data_dir = Path(settings.data_dir)
         os.environ["DATABASE_URL"] = start_embedded_postgres(str(data_dir))
+        # An embedded database is a developer's machine (the sandbox gateway is then fine).
+        os.environ.setdefault("ENVIRONMENT", "development")
         print(f"Embedded PostgreSQL under {data_dir.resolve()}", file=sys.stderr)
         get_settings.cache_clear()
     return get_settings()
@@ -54,7 +57,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
     args = parser.parse_args()
     configure_logging()
-    prepare_environment()
+    try:
+        prepare_environment()
+    except ValidationError as error:
+        for problem in error.errors():
+            print(f"error: {problem['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        raise SystemExit(2) from None
     settings = get_settings()
     assert settings.database_url is not None
     upgrade_to_head(settings.database_url)

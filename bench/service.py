@@ -54,6 +54,7 @@ def _environment(database_url: str, port: int) -> dict[str, str]:
         "PORT": str(port),
         "SECRET_KEY": secrets.token_urlsafe(48),
         "RUN_WORKER": "false",
+        "ENVIRONMENT": "development",  # the sandbox gateway, started by the launcher
         "SIGNUP_LIMIT_PER_HOUR": "100000",
         "PYTHONUNBUFFERED": "1",
     }

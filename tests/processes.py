@@ -20,6 +20,7 @@ from tests.smtp import SmtpServer, free_port
 def service_environment(settings: Settings, smtp: SmtpServer, **overrides: Any) -> dict[str, str]:
     values: dict[str, Any] = {
         "DATABASE_URL": settings.database_url,
+        "GATEWAY": "sandbox",
         "SANDBOX_URL": settings.sandbox_url,
         "GATEWAY_TIMEOUT_SECONDS": settings.gateway_timeout_seconds,
         "SECRET_KEY": settings.secret_key,

@@ -23,6 +23,7 @@ async def billing(
     environment = {
         **os.environ,
         "DATABASE_URL": app_settings.database_url or "",
+        "GATEWAY": "sandbox",
         "SANDBOX_URL": app_settings.sandbox_url or "",
         "GATEWAY_TIMEOUT_SECONDS": str(app_settings.gateway_timeout_seconds),
         **(env or {}),
