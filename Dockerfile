@@ -19,5 +19,6 @@ ENV PATH=/opt/venv/bin:$PATH HOST=0.0.0.0 PORT=8000 PYTHONUNBUFFERED=1
 USER billing
 EXPOSE 8000
 HEALTHCHECK CMD python -c "import urllib.request,os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz')"
-# DATABASE_URL and SECRET_KEY must be set; `app.serve` applies migrations, then starts uvicorn.
+# DATABASE_URL, SECRET_KEY and GATEWAY must be set; `app.serve` applies migrations, then
+# starts uvicorn.
 CMD ["python", "-m", "app.serve"]

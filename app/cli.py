@@ -7,6 +7,7 @@ entry like any other and a reconciliation settles exactly once however many run 
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -86,10 +87,14 @@ def _gateway(settings: Settings) -> Gateway:
 def create_account(
     email: Annotated[str, typer.Option(help="The first admin's email, also the account's.")],
     name: Annotated[str, typer.Option(help="The first admin's name.")],
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
     company: Annotated[str | None, typer.Option(help="The company name, if any.")] = None,
 ) -> None:
-    """Create an account and its first admin (sign-up without its switch and throttle)."""
+    """Create an account and its first admin (sign-up without its switch and throttle). The
+    password is asked for, or read from BILLING_ADMIN_PASSWORD: never from the command line,
+    where other users of the machine and the shell's history would see it."""
+    password = os.environ.get("BILLING_ADMIN_PASSWORD") or typer.prompt(
+        "Password", hide_input=True, confirmation_prompt=True
+    )
     try:
         body = SignupIn(email=email, password=password, name=name, company_name=company)
     except ValidationError as error:

@@ -41,7 +41,7 @@ async def test_create_account_makes_an_account_its_admin_can_use(
     email = unique_email("operator-made")
     code, out, err = await billing(
         settings, "create-account", "--email", email, "--name", "Grace", "--company", "Navy",
-        "--password", PASSWORD,
+        env={"BILLING_ADMIN_PASSWORD": PASSWORD},
     )  # fmt: skip
     assert code == 0, err
     token = await login(client, email)
@@ -52,10 +52,18 @@ async def test_create_account_makes_an_account_its_admin_can_use(
 
     code, _, err = await billing(
         settings, "create-account", "--email", unique_email(), "--name", "G",
-        "--password", "password",
+        env={"BILLING_ADMIN_PASSWORD": "password"},
     )  # fmt: skip
     assert code == 1
     assert "password" in err.lower()
+
+    # A password on the command line is refused: ps and the shell's history would show it.
+    code, _, err = await billing(
+        settings, "create-account", "--email", unique_email(), "--name", "G",
+        "--password", PASSWORD,
+    )  # fmt: skip
+    assert code == 2
+    assert "--password" in err
 
 
 async def test_adjust_balance_posts_an_adjustment_entry_and_never_overdraws(
