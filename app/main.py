@@ -68,14 +68,16 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.state.gateway = gateway
     app.state.clock = clock
 
+    # Routes are matched one after another, in this order: the hot path (orders, then the
+    # balance) first.
     routers = (
+        orders_router,
+        finance_router,
         ops_router,
         accounts_router,
         auth_router,
         me_router,
         card_router,
-        finance_router,
-        orders_router,
         billing_router,
     )
     for router in routers:

@@ -174,14 +174,17 @@ class UnitOfWork:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.commits = 0  # a retry from the start is safe only while this is 0
+        self._pooled: Any = None  # the session's pooled connection, until it commits
 
-    async def _pooled(self) -> Any:
-        connection = await self.session.connection()
-        return await connection.get_raw_connection()
+    async def _pooled_connection(self) -> Any:
+        if self._pooled is None:
+            connection = await self.session.connection()
+            self._pooled = await connection.get_raw_connection()
+        return self._pooled
 
     async def connection(self) -> asyncpg.Connection:
         """The asyncpg connection, inside the unit's transaction (begun now if need be)."""
-        pooled = await self._pooled()
+        pooled = await self._pooled_connection()
         adapter = pooled.dbapi_connection
         if adapter._transaction is None:
             # SQLAlchemy sends BEGIN with its first statement; plain SQL must not run
@@ -195,7 +198,7 @@ class UnitOfWork:
         makes one whole change): while the unit has no transaction open it runs as its own,
         with no BEGIN or COMMIT round trip; the hot path's way (who is calling, a balance
         order, the balance). Inside the unit's transaction once one is open."""
-        pooled = await self._pooled()
+        pooled = await self._pooled_connection()
         driver: asyncpg.Connection = pooled.driver_connection
         row: asyncpg.Record | None = await driver.fetchrow(sql, *args)
         return row
@@ -204,8 +207,20 @@ class UnitOfWork:
         """Make what the unit did so far durable; what follows runs in a new transaction,
         on a connection taken afresh when it is needed. Called by `Database.run`, and by
         `app.kit.payments` before it charges a card."""
-        await self.session.commit()
+        if not self._nothing_to_commit():
+            await self.session.commit()
+        self._pooled = None
         self.commits += 1
+
+    def _nothing_to_commit(self) -> bool:
+        """Only statements of their own ran (the hot path): no BEGIN was sent and the ORM
+        holds no change, so a commit would only cost SQLAlchemy's bookkeeping."""
+        session = self.session
+        return (
+            self._pooled is not None
+            and self._pooled.dbapi_connection._transaction is None
+            and not (session.new or session.dirty or session.deleted)
+        )
 
 
 class Database:
