@@ -1,10 +1,13 @@
 """Idempotency-Key (SPEC §8): replays, reuse with another body, a key still in flight."""
 
 import asyncio
+import hashlib
+import json
 
+import asyncpg
 import httpx
 
-from tests.conftest import SignUp
+from tests.conftest import AddUser, SignUp, unique_email
 from tests.money import TIMEOUT_SUCCEEDED, add_card, balance, deposit, fund, key, ledger, order
 from tests.problems import assert_problem
 
@@ -138,3 +141,56 @@ async def test_optional_on_other_posts(client: httpx.AsyncClient, sign_up: SignU
     assert again.json()["key"] is None  # the secret is shown once and never stored
     listed = await client.get("/v1/api-keys", headers=admin.headers)
     assert len(listed.json()["data"]) == 1
+
+
+async def test_a_refused_caller_reserves_nothing_so_an_admin_can_use_the_same_key(
+    client: httpx.AsyncClient, sign_up: SignUp, add_user: AddUser
+) -> None:
+    admin = await sign_up()
+    user = await add_user(admin, "user")
+    body = {"name": "ci", "role": "user"}
+    same = {"Idempotency-Key": "mint-a-key"}
+
+    refused = await client.post("/v1/api-keys", headers={**user.headers, **same}, json=body)
+    assert_problem(refused, 403, "forbidden")
+    unknown = await client.post(
+        "/v1/api-keys", headers={"X-API-Key": "sk_" + "x" * 40, **same}, json=body
+    )
+    assert_problem(unknown, 401, "unauthenticated")
+
+    created = await client.post("/v1/api-keys", headers={**admin.headers, **same}, json=body)
+    assert created.status_code == 201, created.text
+    assert "Idempotent-Replayed" not in created.headers
+    assert created.json()["key"]
+    # Now the key is the admin's: a replay answers 201 again, without the secret.
+    again = await client.post("/v1/api-keys", headers={**admin.headers, **same}, json=body)
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == created.json()["id"]
+    assert again.json()["key"] is None
+
+
+async def test_the_stored_fingerprint_does_not_reveal_a_password_sent_in_the_body(
+    client: httpx.AsyncClient, sign_up: SignUp, database_url: str
+) -> None:
+    admin = await sign_up()
+    password = "Guessable-Password-2026"
+    body = {"email": unique_email("fp"), "name": "F", "role": "user", "password": password}
+    response = await client.post(
+        "/v1/users", headers={**admin.headers, "Idempotency-Key": "fp-1"}, json=body
+    )
+    assert response.status_code == 201, response.text
+    db = await asyncpg.connect(database_url)
+    try:
+        stored = await db.fetchval(
+            "SELECT fingerprint FROM idempotency_key WHERE account_id = $1 AND key = 'fp-1'",
+            admin.account_id,
+        )
+    finally:
+        await db.close()
+    # A dump holder who guesses the password cannot confirm it with a plain digest.
+    for candidate in (body, {**body, "password": password}):
+        canonical = json.dumps(candidate, sort_keys=True, separators=(",", ":")).encode()
+        plain = hashlib.sha256(b"POST /v1/users\n" + canonical).hexdigest()
+        assert stored != plain
+    assert password not in stored
