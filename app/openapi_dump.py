@@ -14,6 +14,7 @@ def served_schema() -> str:
     settings = Settings(
         database_url="postgresql://schema-only/none",
         secret_key="s" * 32,
+        gateway="sandbox",
         sandbox_url="http://schema-only",
     )
     return json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True) + "\n"

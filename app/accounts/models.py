@@ -5,7 +5,9 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.auth.models import Role
 from app.kit.db import Base, created_at_column
+from app.kit.states import StateColumn, sql_in
 
 
 class Account(Base):
@@ -40,7 +42,7 @@ class BillingInfo(Base):
 class User(Base):
     __tablename__ = "app_user"
     __table_args__ = (
-        CheckConstraint("role IN ('admin', 'finance', 'user')", name="role"),
+        CheckConstraint(sql_in("role", Role), name="role"),
         # An email logs in to one live user; a deleted user's email may sign up again.
         Index(
             "uq_app_user_email_live",
@@ -56,7 +58,7 @@ class User(Base):
     )
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(20))
+    role: Mapped[Role] = mapped_column(StateColumn(Role, 20))
     password_hash: Mapped[str] = mapped_column(String(200))
     # Raised on every password change; an access token carries the value it was issued
     # under, so every earlier token stops working at once.

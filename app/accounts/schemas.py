@@ -7,7 +7,8 @@ import phonenumbers
 import pycountry
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
-from app.auth.schemas import ApiKeyOut, Role
+from app.auth.models import Role
+from app.auth.schemas import ApiKeyOut
 from app.kit.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]

@@ -16,6 +16,7 @@ from app.accounts.schemas import (
     UserPatch,
 )
 from app.auth import throttle
+from app.auth.models import AuthEventKind, Role
 from app.auth.principal import Principal
 from app.auth.security import hash_password, verify_password
 from app.config import Settings
@@ -43,7 +44,7 @@ async def signup(
     if not settings.signup_enabled:
         raise ApiError("signup_disabled", 403, "Sign-up is switched off on this service.")
     await throttle.check_signup_allowed(unit, settings, client_ip)
-    await throttle.record(unit, "signup", client_ip)
+    await throttle.record(unit, AuthEventKind.SIGNUP, client_ip)
     return await create_account(unit, body)
 
 
@@ -62,7 +63,7 @@ async def create_account(unit: UnitOfWork, body: SignupIn) -> tuple[Account, Use
         account_id=account.id,
         email=body.email,
         name=body.name,
-        role="admin",
+        role=Role.ADMIN,
         password_hash=password_hash,
         token_version=0,
     )
@@ -122,7 +123,7 @@ async def change_password(
     await throttle.check_login_allowed(unit, settings, user.email, client_ip)
     password_hash = await unit.session.scalar(select(User.password_hash).where(User.id == user.id))
     if password_hash is None or not await verify_password(body.current_password, password_hash):
-        await throttle.record(unit, "login_failed", client_ip, user.email)
+        await throttle.record(unit, AuthEventKind.LOGIN_FAILED, client_ip, user.email)
         raise ApiError("invalid_current_password", 400, "The current password is not correct.")
     check_password_policy(body.new_password, user.email)
     new_hash = await hash_password(body.new_password)
@@ -189,7 +190,7 @@ async def _other_admins(unit: UnitOfWork, account_id: str, user_id: str) -> int:
     count = await unit.session.scalar(
         select(func.count()).where(
             User.account_id == account_id,
-            User.role == "admin",
+            User.role == Role.ADMIN,
             User.deleted_at.is_(None),
             User.id != user_id,
         )
@@ -206,7 +207,7 @@ async def update_user(
 ) -> User:
     await unit.session.get_one(Account, principal.account_id, with_for_update=True)
     user = await _load_user(unit, principal, user_id)
-    demoted = body.role is not None and body.role != "admin" and user.role == "admin"
+    demoted = body.role is not None and body.role != Role.ADMIN and user.role == Role.ADMIN
     if demoted and await _other_admins(unit, principal.account_id, user.id) == 0:
         raise _last_admin()
     for field in body.model_fields_set:
@@ -218,7 +219,7 @@ async def update_user(
 async def delete_user(unit: UnitOfWork, principal: Principal, user_id: str) -> None:
     await unit.session.get_one(Account, principal.account_id, with_for_update=True)
     user = await _load_user(unit, principal, user_id)
-    if user.role == "admin" and await _other_admins(unit, principal.account_id, user.id) == 0:
+    if user.role == Role.ADMIN and await _other_admins(unit, principal.account_id, user.id) == 0:
         raise _last_admin()
     user.deleted_at = datetime.now(UTC)
     await unit.session.flush()

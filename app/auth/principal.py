@@ -12,7 +12,7 @@ import asyncpg
 from fastapi import Depends
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
-from app.auth.models import ApiKey
+from app.auth.models import ApiKey, Integration, Role
 from app.auth.security import AccessClaims, api_key_digest, read_access_token
 from app.deps import SettingsDep
 from app.kit.db import UnitOfWork
@@ -45,7 +45,7 @@ class CallerUser:
     account_id: str
     email: str
     name: str
-    role: str
+    role: Role
     token_version: int
     created_at: datetime
 
@@ -53,7 +53,7 @@ class CallerUser:
 @dataclass(frozen=True)
 class Principal:
     account: CallerAccount
-    role: str
+    role: Role
     user: CallerUser | None = None
     api_key: ApiKey | None = None
 
@@ -62,7 +62,7 @@ class Principal:
         return self.account.id
 
     @property
-    def integration(self) -> str | None:
+    def integration(self) -> Integration | None:
         return self.api_key.integration if self.api_key else None
 
 
@@ -152,7 +152,7 @@ async def _from_token(unit: UnitOfWork, claims: AccessClaims) -> Principal:
         account_id=row["account_id"],
         email=row["email"],
         name=row["name"],
-        role=row["role"],
+        role=Role(row["role"]),
         token_version=row["token_version"],
         created_at=row["created_at"],
     )
@@ -167,8 +167,8 @@ async def _from_api_key(unit: UnitOfWork, key: str) -> Principal:
         id=row["id"],
         account_id=row["account_id"],
         name=row["name"],
-        role=row["role"],
-        integration=row["integration"],
+        role=Role(row["role"]),
+        integration=Integration(row["integration"]) if row["integration"] is not None else None,
         prefix=row["prefix"],
         created_at=row["created_at"],
         last_used_at=row["used_at"],
@@ -176,7 +176,7 @@ async def _from_api_key(unit: UnitOfWork, key: str) -> Principal:
     return Principal(account=_account(row), role=api_key.role, api_key=api_key)
 
 
-def require_role(*roles: str) -> object:
+def require_role(*roles: Role) -> object:
     async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if principal.role not in roles:
             raise Forbidden
@@ -192,7 +192,7 @@ async def require_user(principal: Annotated[Principal, Depends(authenticate)]) -
 
 
 Authenticated = Annotated[Principal, Depends(authenticate)]
-RequireMember = Annotated[Principal, require_role("admin", "finance", "user")]
-RequireFinance = Annotated[Principal, require_role("admin", "finance")]
-RequireAdmin = Annotated[Principal, require_role("admin")]
+RequireMember = Annotated[Principal, require_role(Role.ADMIN, Role.FINANCE, Role.USER)]
+RequireFinance = Annotated[Principal, require_role(Role.ADMIN, Role.FINANCE)]
+RequireAdmin = Annotated[Principal, require_role(Role.ADMIN)]
 RequireSignedInUser = Annotated[Principal, Depends(require_user)]

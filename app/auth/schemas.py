@@ -1,13 +1,11 @@
-"""Bodies of tokens and API keys, and the roles a caller may have."""
+"""Bodies of tokens and API keys."""
 
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
+from app.auth.models import Integration, Role
 from app.kit.schemas import RequestModel, ResponseModel, Timestamp
-
-Role = Literal["admin", "finance", "user"]
-Integration = Literal["azure_key_vault"]
 
 
 class TokenOut(ResponseModel):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 
 from app.auth import throttle
-from app.auth.models import ApiKey
+from app.auth.models import ApiKey, AuthEventKind
 from app.auth.principal import Principal
 from app.auth.schemas import ApiKeyCreateIn, TokenOut
 from app.auth.security import (
@@ -73,7 +73,8 @@ async def issue_token(
     user = await _credentials(unit, email)
     # Checked against a dummy hash when the email is unknown: same answer, about the same time.
     valid = await verify_password(password, user.password_hash if user else None)
-    await throttle.record(unit, "login_succeeded" if valid else "login_failed", client_ip, email)
+    kind = AuthEventKind.LOGIN_SUCCEEDED if valid else AuthEventKind.LOGIN_FAILED
+    await throttle.record(unit, kind, client_ip, email)
     if not valid or user is None:
         LOGIN_FAILURES.inc()
         raise _invalid_credentials()

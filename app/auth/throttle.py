@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, func, select
 
-from app.auth.models import AuthEvent
+from app.auth.models import AuthEvent, AuthEventKind
 from app.config import Settings
 from app.kit.db import UnitOfWork
 from app.kit.errors import ApiError
@@ -51,7 +51,7 @@ async def check_signup_allowed(unit: UnitOfWork, settings: Settings, client_ip: 
     nth = await _nth_newest(
         unit,
         settings.signup_limit_per_hour,
-        AuthEvent.kind == "signup",
+        AuthEvent.kind == AuthEventKind.SIGNUP,
         AuthEvent.client_ip == client_ip,
         AuthEvent.created_at > since,
     )
@@ -66,7 +66,7 @@ async def check_login_allowed(
     now = datetime.now(UTC)
     last_success = await unit.session.scalar(
         select(func.max(AuthEvent.created_at)).where(
-            AuthEvent.kind == "login_succeeded",
+            AuthEvent.kind == AuthEventKind.LOGIN_SUCCEEDED,
             AuthEvent.email == email,
             AuthEvent.client_ip == client_ip,
         )
@@ -77,7 +77,7 @@ async def check_login_allowed(
     nth = await _nth_newest(
         unit,
         settings.login_failures_per_client,
-        AuthEvent.kind == "login_failed",
+        AuthEvent.kind == AuthEventKind.LOGIN_FAILED,
         AuthEvent.email == email,
         AuthEvent.client_ip == client_ip,
         AuthEvent.created_at > since,
@@ -94,7 +94,7 @@ async def check_login_allowed(
     nth = await _nth_newest(
         unit,
         settings.login_failures_per_email,
-        and_(AuthEvent.kind == "login_failed", AuthEvent.email == email),
+        and_(AuthEvent.kind == AuthEventKind.LOGIN_FAILED, AuthEvent.email == email),
         AuthEvent.created_at > now - window,
     )
     if nth is not None:
@@ -102,7 +102,9 @@ async def check_login_allowed(
         raise TooManyAttempts(nth + window)
 
 
-async def record(unit: UnitOfWork, kind: str, client_ip: str, email: str | None = None) -> None:
+async def record(
+    unit: UnitOfWork, kind: AuthEventKind, client_ip: str, email: str | None = None
+) -> None:
     """Count an attempt, and commit it: it counts whatever the request answers (a 401 or a
     409 rolls back everything else), and no transaction is held across the password hash."""
     unit.session.add(AuthEvent(kind=kind, client_ip=client_ip, email=email))

@@ -2,6 +2,7 @@
 and every attempt to collect them."""
 
 from datetime import date, datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -18,9 +19,31 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.kit.db import Base, created_at_column
+from app.kit.states import StateColumn, sql_in
+from app.payment_methods.models import PaymentMethod
 
-INVOICE_STATUSES = ("open", "paid", "uncollectible")
-ATTEMPT_OUTCOMES = ("pending", "succeeded", "declined", "failed")
+
+# Not a column: worked out from `ended_at` at a moment of the billing clock.
+class SubscriptionStatus(StrEnum):
+    """Canceled once the subscription has ended, at the end of its last period."""
+
+    ACTIVE = "active"
+    CANCELED = "canceled"
+
+
+class InvoiceStatus(StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+    UNCOLLECTIBLE = "uncollectible"
+
+
+class AttemptOutcome(StrEnum):
+    """How one try at collecting an invoice ended; its `failure_code` says why it failed."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+    FAILED = "failed"
 
 
 class Plan(Base):
@@ -70,10 +93,10 @@ class Invoice(Base):
     __tablename__ = "invoice"
     __table_args__ = (
         UniqueConstraint("account_id", "period_start", name="uq_invoice_account_id_period_start"),
-        CheckConstraint("status IN ('open', 'paid', 'uncollectible')", name="status"),
+        CheckConstraint(sql_in("status", InvoiceStatus), name="status"),
         CheckConstraint("total_cents > 0", name="total_positive"),
         CheckConstraint(
-            "payment_method IS NULL OR payment_method IN ('balance', 'card')",
+            f"payment_method IS NULL OR {sql_in('payment_method', PaymentMethod)}",
             name="payment_method",
         ),
         CheckConstraint("attempt_count >= 0", name="attempt_count_not_negative"),
@@ -86,10 +109,10 @@ class Invoice(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
     period_start: Mapped[date] = mapped_column(Date)
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[InvoiceStatus] = mapped_column(StateColumn(InvoiceStatus, 20))
     total_cents: Mapped[int] = mapped_column(BigInteger)
     # Of the latest attempt: how it was (to be) paid, and with which card.
-    payment_method: Mapped[str | None] = mapped_column(String(10))
+    payment_method: Mapped[PaymentMethod | None] = mapped_column(StateColumn(PaymentMethod, 10))
     card_brand: Mapped[str | None] = mapped_column(String(20))
     card_last4: Mapped[str | None] = mapped_column(String(4))
     attempt_count: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -128,11 +151,9 @@ class InvoiceAttempt(Base):
 
     __tablename__ = "invoice_attempt"
     __table_args__ = (
+        CheckConstraint(sql_in("outcome", AttemptOutcome), name="outcome"),
         CheckConstraint(
-            "outcome IN ('pending', 'succeeded', 'declined', 'failed')", name="outcome"
-        ),
-        CheckConstraint(
-            "payment_method IS NULL OR payment_method IN ('balance', 'card')",
+            f"payment_method IS NULL OR {sql_in('payment_method', PaymentMethod)}",
             name="payment_method",
         ),
         CheckConstraint("number > 0", name="number_positive"),
@@ -144,9 +165,9 @@ class InvoiceAttempt(Base):
     )
     number: Mapped[int] = mapped_column(Integer, primary_key=True)
     attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    payment_method: Mapped[str | None] = mapped_column(String(10))
+    payment_method: Mapped[PaymentMethod | None] = mapped_column(StateColumn(PaymentMethod, 10))
     amount_cents: Mapped[int] = mapped_column(BigInteger)
-    outcome: Mapped[str] = mapped_column(String(20))
+    outcome: Mapped[AttemptOutcome] = mapped_column(StateColumn(AttemptOutcome, 20))
     decline_code: Mapped[str | None] = mapped_column(String(50))
     failure_code: Mapped[str | None] = mapped_column(String(50))
     card_brand: Mapped[str | None] = mapped_column(String(20))

@@ -28,16 +28,25 @@ from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from app.accounts.models import Account
-from app.billing.models import Invoice, InvoiceAttempt, InvoiceLine, Plan, Subscription
+from app.billing.models import (
+    AttemptOutcome,
+    Invoice,
+    InvoiceAttempt,
+    InvoiceLine,
+    InvoiceStatus,
+    Plan,
+    Subscription,
+)
 from app.billing.periods import period_name, period_start_at
 from app.finance.ledger import post_entry
+from app.finance.models import LedgerEntryType
 from app.gateway.base import Charge, Gateway
 from app.kit import payments
 from app.kit.clock import Clock
 from app.kit.db import Database, UnitOfWork
 from app.kit.errors import ApiError
 from app.kit.ids import new_id
-from app.payment_methods.models import Card
+from app.payment_methods.models import Card, PaymentMethod
 from app.payment_methods.settings import load_payment_settings
 
 logger = logging.getLogger(__name__)
@@ -51,6 +60,8 @@ RETRY_DELAYS = (timedelta(days=1), timedelta(days=3), timedelta(days=7))
 # ever: after this many attempts in all, it is uncollectible.
 CHARGE_NOT_MADE = "charge_not_made"
 MAX_ATTEMPTS = 8
+# The outcomes of an attempt that did not pay the invoice.
+_FAILED = (AttemptOutcome.DECLINED, AttemptOutcome.FAILED)
 
 
 @dataclass
@@ -63,9 +74,9 @@ class BillingReport:
     errors: int = 0  # attempts that broke off on our side (logged)
 
     def count(self, invoice: Invoice) -> None:
-        if invoice.status == "paid":
+        if invoice.status == InvoiceStatus.PAID:
             self.paid += 1
-        elif invoice.status == "uncollectible":
+        elif invoice.status == InvoiceStatus.UNCOLLECTIBLE:
             self.uncollectible += 1
         elif invoice.next_attempt_at is None:
             self.pending += 1
@@ -148,7 +159,7 @@ async def _create_invoice(
             id=new_id("inv"),
             account_id=account_id,
             period_start=period,
-            status="open",
+            status=InvoiceStatus.OPEN,
             total_cents=sum(plan.monthly_price_cents for _, plan in billed),
             attempt_count=0,
             issued_at=now,
@@ -187,7 +198,7 @@ async def collect_due(
     report = report or BillingReport()
     query = (
         select(Invoice.id)
-        .where(Invoice.status == "open", Invoice.next_attempt_at <= clock.now())
+        .where(Invoice.status == InvoiceStatus.OPEN, Invoice.next_attempt_at <= clock.now())
         .order_by(Invoice.next_attempt_at, Invoice.id)
     )
     if period is not None:
@@ -261,7 +272,11 @@ async def _claim_attempt(unit: UnitOfWork, clock: Clock, invoice_id: str) -> _Cl
     # Row locks make a second claimer wait and then find next_attempt_at cleared: one wins.
     invoice = await session.scalar(
         update(Invoice)
-        .where(Invoice.id == invoice_id, Invoice.status == "open", Invoice.next_attempt_at <= now)
+        .where(
+            Invoice.id == invoice_id,
+            Invoice.status == InvoiceStatus.OPEN,
+            Invoice.next_attempt_at <= now,
+        )
         .values(attempt_count=Invoice.attempt_count + 1, next_attempt_at=None)
         .returning(Invoice),
         execution_options={"populate_existing": True},
@@ -277,7 +292,7 @@ async def _claim_attempt(unit: UnitOfWork, clock: Clock, invoice_id: str) -> _Cl
         attempted_at=now,
         payment_method=method,
         amount_cents=invoice.total_cents,
-        outcome="pending",
+        outcome=AttemptOutcome.PENDING,
     )
     invoice.payment_method = method
     invoice.card_brand = invoice.card_last4 = None  # of this attempt, if by card
@@ -287,11 +302,11 @@ async def _claim_attempt(unit: UnitOfWork, clock: Clock, invoice_id: str) -> _Cl
         _fail(attempt, now, "payment_method_required")
     elif not settings.enabled(method):
         _fail(attempt, now, "payment_method_disabled")
-    elif method == "balance":
+    elif method == PaymentMethod.BALANCE:
         posting = await post_entry(
             unit,
             account_id=invoice.account_id,
-            type="invoice",
+            type=LedgerEntryType.INVOICE,
             amount_cents=-invoice.total_cents,
             invoice_id=invoice.id,
             description=f"Invoice {invoice.id}: {period_name(invoice.period_start)}",
@@ -299,7 +314,7 @@ async def _claim_attempt(unit: UnitOfWork, clock: Clock, invoice_id: str) -> _Cl
         if posting is None:
             _fail(attempt, now, "insufficient_funds")
         else:
-            attempt.outcome = "succeeded"
+            attempt.outcome = AttemptOutcome.SUCCEEDED
             attempt.settled_at = now
     else:
         card = await session.get(Card, invoice.account_id)
@@ -315,7 +330,7 @@ async def _claim_attempt(unit: UnitOfWork, clock: Clock, invoice_id: str) -> _Cl
 
 
 def _fail(attempt: InvoiceAttempt, now: datetime, failure_code: str) -> None:
-    attempt.outcome = "failed"
+    attempt.outcome = AttemptOutcome.FAILED
     attempt.failure_code = failure_code
     attempt.settled_at = now
 
@@ -335,12 +350,12 @@ async def settle_attempt(
     now = clock.now()
     values: dict[str, object] = {"settled_at": now}
     if charge is not None and charge.status == "succeeded":
-        values.update(outcome="succeeded", gateway_charge_id=charge.charge_id)
+        values.update(outcome=AttemptOutcome.SUCCEEDED, gateway_charge_id=charge.charge_id)
     elif charge is None and decline_code is None:
-        values.update(outcome="failed", failure_code=CHARGE_NOT_MADE)
+        values.update(outcome=AttemptOutcome.FAILED, failure_code=CHARGE_NOT_MADE)
     else:
         values.update(
-            outcome="declined",
+            outcome=AttemptOutcome.DECLINED,
             failure_code="card_declined",
             decline_code=decline_code or "generic_decline",
             gateway_charge_id=charge.charge_id if charge else None,
@@ -350,7 +365,7 @@ async def settle_attempt(
         .where(
             InvoiceAttempt.invoice_id == invoice_id,
             InvoiceAttempt.number == number,
-            InvoiceAttempt.outcome == "pending",
+            InvoiceAttempt.outcome == AttemptOutcome.PENDING,
         )
         .values(**values)
         .returning(InvoiceAttempt),
@@ -368,12 +383,12 @@ async def _apply_outcome(
     unit: UnitOfWork, invoice: Invoice, attempt: InvoiceAttempt, now: datetime
 ) -> None:
     """Move the invoice on after a settled attempt; a pending one leaves it waiting."""
-    if attempt.outcome == "succeeded":
-        invoice.status = "paid"
+    if attempt.outcome == AttemptOutcome.SUCCEEDED:
+        invoice.status = InvoiceStatus.PAID
         invoice.paid_at = attempt.attempted_at  # when the money moved, if we learn it later
-    elif attempt.outcome in ("declined", "failed"):
+    elif attempt.outcome in _FAILED:
         if invoice.attempt_count >= MAX_ATTEMPTS:
-            invoice.status = "uncollectible"
+            invoice.status = InvoiceStatus.UNCOLLECTIBLE
         elif attempt.failure_code == CHARGE_NOT_MADE:
             invoice.next_attempt_at = now  # our failure, not the customer's: try again now
         else:
@@ -388,13 +403,13 @@ async def _schedule_retry(unit: UnitOfWork, invoice: Invoice) -> None:
         .select_from(InvoiceAttempt)
         .where(
             InvoiceAttempt.invoice_id == invoice.id,
-            InvoiceAttempt.outcome.in_(("declined", "failed")),
+            InvoiceAttempt.outcome.in_(_FAILED),
             InvoiceAttempt.failure_code != CHARGE_NOT_MADE,
         )
     )
     failures = await session.scalar(failed) or 0
     if failures > len(RETRY_DELAYS):
-        invoice.status = "uncollectible"
+        invoice.status = InvoiceStatus.UNCOLLECTIBLE
         return
     first = await session.scalar(
         select(InvoiceAttempt.attempted_at).where(
@@ -412,7 +427,7 @@ async def _pending_attempts(
     query = (
         select(InvoiceAttempt, Invoice.account_id, age)
         .join(Invoice, Invoice.id == InvoiceAttempt.invoice_id)
-        .where(InvoiceAttempt.outcome == "pending")
+        .where(InvoiceAttempt.outcome == AttemptOutcome.PENDING)
         .order_by(InvoiceAttempt.created_at)
     )
     if older_than is not None:

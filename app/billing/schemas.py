@@ -1,13 +1,15 @@
 """Bodies of plans, subscriptions and invoices."""
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field
 
-from app.finance.schemas import Currency, PaymentMethod
+from app.billing.models import AttemptOutcome, InvoiceStatus, SubscriptionStatus
+from app.finance.schemas import Currency
 from app.kit.money import Amount
 from app.kit.schemas import RequestModel, ResponseModel, Timestamp
+from app.payment_methods.models import PaymentMethod
 
 
 class PlanOut(ResponseModel):
@@ -30,7 +32,7 @@ class SubscriptionOut(ResponseModel):
     plan_id: str
     monthly_price: Amount
     currency: Currency = "USD"
-    status: Literal["active", "canceled"]
+    status: SubscriptionStatus
     started_at: Timestamp
     # The period being used now (a calendar month, or what is left of it after started_at);
     # null once the subscription has ended.
@@ -54,7 +56,7 @@ class InvoiceAttemptOut(ResponseModel):
     number: int
     attempted_at: Timestamp
     payment_method: PaymentMethod | None
-    outcome: Literal["pending", "succeeded", "declined", "failed"]
+    outcome: AttemptOutcome
     decline_code: str | None
     failure_code: str | None
     card_brand: str | None
@@ -65,7 +67,7 @@ class InvoiceOut(ResponseModel):
     id: str
     period_start: date
     period_end: date
-    status: Literal["open", "paid", "uncollectible"]
+    status: InvoiceStatus
     total: Amount
     currency: Currency = "USD"
     lines: list[InvoiceLineOut]

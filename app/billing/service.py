@@ -16,7 +16,7 @@ from sqlalchemy.orm import selectinload
 
 from app.accounts.models import BillingInfo
 from app.auth.principal import Principal
-from app.billing.models import Invoice, Plan, Subscription
+from app.billing.models import Invoice, InvoiceStatus, Plan, Subscription, SubscriptionStatus
 from app.billing.periods import last_day, next_period, period_name, period_of, period_start_at
 from app.billing.schemas import SubscriptionIn
 from app.config import Settings
@@ -25,6 +25,7 @@ from app.kit.db import UnitOfWork
 from app.kit.errors import NotFound, validation_error
 from app.kit.ids import new_id
 from app.kit.pagination import PageRequest, paginate
+from app.payment_methods.models import PaymentMethod
 from app.receipts import Receipt, ReceiptLine, billed_to, card_label, render_pdf
 
 
@@ -43,14 +44,16 @@ class SubscriptionView:
     now: datetime
 
     @property
-    def status(self) -> str:
+    def status(self) -> SubscriptionStatus:
         ended_at = self.subscription.ended_at
-        return "canceled" if ended_at is not None and ended_at <= self.now else "active"
+        if ended_at is not None and ended_at <= self.now:
+            return SubscriptionStatus.CANCELED
+        return SubscriptionStatus.ACTIVE
 
     @property
     def current_period(self) -> tuple[datetime, datetime] | None:
         """The part of this calendar month the subscription covers; None once it ended."""
-        if self.status == "canceled":
+        if self.status == SubscriptionStatus.CANCELED:
             return None
         period = period_of(self.now)
         start = max(period_start_at(period), self.subscription.started_at)
@@ -164,23 +167,23 @@ async def render_invoice_pdf(
 
 def invoice_receipt(invoice: Invoice, billed: list[str]) -> Receipt:
     period = invoice.period_start
-    if invoice.status == "paid":
+    if invoice.status == InvoiceStatus.PAID:
         assert invoice.paid_at is not None
         status = f"Paid on {_day(invoice.paid_at)}"
-    elif invoice.status == "uncollectible":
+    elif invoice.status == InvoiceStatus.UNCOLLECTIBLE:
         status = "Uncollectible: every attempt to collect it failed"
     elif invoice.next_attempt_at is not None:
         status = f"Open: payment due, next attempt on {_day(invoice.next_attempt_at)}"
     else:
         status = "Open: payment in progress"
-    if invoice.payment_method == "balance":
+    if invoice.payment_method == PaymentMethod.BALANCE:
         method = "Prepaid account balance"
-    elif invoice.payment_method == "card":
+    elif invoice.payment_method == PaymentMethod.CARD:
         method = card_label(invoice.card_brand, invoice.card_last4)
     else:
         method = "None: no default payment method"
     return Receipt(
-        title="Receipt" if invoice.status == "paid" else "Invoice",
+        title="Receipt" if invoice.status == InvoiceStatus.PAID else "Invoice",
         number=invoice.id,
         issued_at=invoice.issued_at,
         details=[

@@ -9,6 +9,7 @@ never across a gateway call.
 from dataclasses import dataclass
 from datetime import datetime
 
+from app.finance.models import LedgerEntryType
 from app.kit.db import UnitOfWork
 from app.kit.ids import new_id
 
@@ -32,7 +33,7 @@ async def post_entry(
     unit: UnitOfWork,
     *,
     account_id: str,
-    type: str,
+    type: LedgerEntryType,
     amount_cents: int,
     description: str,
     deposit_id: str | None = None,

@@ -1,6 +1,7 @@
 """Tables of money held: the balance, its append-only ledger, and deposits."""
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -14,6 +15,23 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.kit.db import Base, created_at_column
+from app.kit.states import StateColumn, sql_in
+
+
+class LedgerEntryType(StrEnum):
+    """What moved the balance; an `adjustment` is an operator's correction."""
+
+    DEPOSIT = "deposit"
+    ORDER = "order"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
+    INVOICE = "invoice"
+
+
+class DepositStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
 
 
 class AccountBalance(Base):
@@ -42,9 +60,7 @@ class LedgerEntry(Base):
         UniqueConstraint("account_id", "seq", name="uq_ledger_entry_account_id_seq"),
         CheckConstraint("balance_after_cents >= 0", name="balance_after_not_negative"),
         CheckConstraint("amount_cents <> 0", name="amount_not_zero"),
-        CheckConstraint(
-            "type IN ('deposit', 'order', 'refund', 'adjustment', 'invoice')", name="type"
-        ),
+        CheckConstraint(sql_in("type", LedgerEntryType), name="type"),
         CheckConstraint(
             "(type = 'deposit' AND amount_cents > 0 AND deposit_id IS NOT NULL)"
             " OR (type = 'order' AND amount_cents < 0 AND order_id IS NOT NULL)"
@@ -79,7 +95,7 @@ class LedgerEntry(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(BigInteger)
-    type: Mapped[str] = mapped_column(String(20))
+    type: Mapped[LedgerEntryType] = mapped_column(StateColumn(LedgerEntryType, 20))
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     balance_after_cents: Mapped[int] = mapped_column(BigInteger)
     deposit_id: Mapped[str | None] = mapped_column(String(40))
@@ -92,7 +108,7 @@ class LedgerEntry(Base):
 class Deposit(Base):
     __tablename__ = "deposit"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+        CheckConstraint(sql_in("status", DepositStatus), name="status"),
         CheckConstraint("amount_cents > 0", name="amount_positive"),
         UniqueConstraint("account_id", "idempotency_key", name="uq_deposit_account_id_key"),
         Index("ix_deposit_account_id_created_at", "account_id", "created_at"),
@@ -103,7 +119,7 @@ class Deposit(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
     idempotency_key: Mapped[str] = mapped_column(String(255))
     amount_cents: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[DepositStatus] = mapped_column(StateColumn(DepositStatus, 20))
     failure_code: Mapped[str | None] = mapped_column(String(50))
     decline_code: Mapped[str | None] = mapped_column(String(50))
     card_brand: Mapped[str] = mapped_column(String(20))

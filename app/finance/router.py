@@ -5,7 +5,7 @@ from fastapi import APIRouter, Response
 from app.auth.principal import RequireFinance, RequireMember
 from app.deps import GatewayDep, SettingsDep
 from app.finance import service
-from app.finance.models import Deposit, LedgerEntry
+from app.finance.models import Deposit, DepositStatus, LedgerEntry
 from app.finance.schemas import (
     BalanceOut,
     DepositIn,
@@ -101,14 +101,14 @@ async def create_deposit(
     deposit = await service.create_deposit(
         unit, settings, gateway, principal, body.amount, idempotency_key
     )
-    if deposit.status == "failed":
+    if deposit.status == DepositStatus.FAILED:
         raise ApiError(
             "card_declined",
             402,
             "The card was declined; the deposit failed and nothing was credited.",
             extra={"decline_code": deposit.decline_code, "deposit_id": deposit.id},
         )
-    if deposit.status == "pending":
+    if deposit.status == DepositStatus.PENDING:
         response.status_code = 202
     return deposit_out(deposit)
 

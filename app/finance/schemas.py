@@ -5,10 +5,11 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from app.accounts.schemas import Email
+from app.finance.models import DepositStatus, LedgerEntryType
 from app.kit.money import Amount, AmountIn, AmountOrZeroIn
 from app.kit.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
+from app.payment_methods.models import PaymentMethod
 
-PaymentMethod = Literal["balance", "card"]
 Currency = Literal["USD"]
 
 
@@ -48,7 +49,7 @@ class DepositOut(ResponseModel):
     id: str
     amount: Amount
     currency: Currency = "USD"
-    status: Literal["pending", "succeeded", "failed"]
+    status: DepositStatus
     balance_after: Amount | None
     failure_code: str | None
     decline_code: str | None
@@ -57,7 +58,7 @@ class DepositOut(ResponseModel):
 
 class TransactionOut(ResponseModel):
     id: str
-    type: Literal["deposit", "order", "refund", "adjustment", "invoice"]
+    type: LedgerEntryType
     amount: Amount
     currency: Currency = "USD"
     balance_after: Amount

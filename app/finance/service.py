@@ -16,7 +16,7 @@ from app.accounts.models import Account, BillingInfo
 from app.auth.principal import Principal
 from app.config import Settings
 from app.finance.ledger import Posting, post_entry
-from app.finance.models import Deposit, LedgerEntry
+from app.finance.models import Deposit, DepositStatus, LedgerEntry, LedgerEntryType
 from app.finance.schemas import FinanceSettingsPatch
 from app.gateway.base import Charge, Gateway
 from app.kit import payments
@@ -25,7 +25,7 @@ from app.kit.errors import ApiError, NotFound
 from app.kit.ids import new_id
 from app.kit.money import format_amount
 from app.kit.pagination import PageRequest, paginate
-from app.payment_methods.models import Card, FinanceSettings
+from app.payment_methods.models import Card, FinanceSettings, PaymentMethod
 from app.payment_methods.settings import PaymentSettings, load_payment_settings, settings_of
 from app.receipts import Receipt, ReceiptLine, billed_to, card_label, render_pdf
 
@@ -65,7 +65,7 @@ async def update_payment_settings(
         raise ApiError(
             "no_payment_method_enabled", 422, "At least one payment method must stay enabled."
         )
-    if default is not None and not (balance_on if default == "balance" else card_on):
+    if default is not None and not (balance_on if default == PaymentMethod.BALANCE else card_on):
         raise ApiError(
             "default_method_disabled",
             422,
@@ -146,7 +146,7 @@ async def create_deposit(
         account_id=principal.account_id,
         idempotency_key=idempotency_key,
         amount_cents=amount_cents,
-        status="pending",
+        status=DepositStatus.PENDING,
         card_brand=card.brand,
         card_last4=card.last4,
     )
@@ -179,8 +179,10 @@ async def settle_deposit(
     if charge is not None and charge.status == "succeeded":
         deposit = await session.scalar(
             update(Deposit)
-            .where(Deposit.id == deposit_id, Deposit.status == "pending")
-            .values(status="succeeded", gateway_charge_id=charge.charge_id, settled_at=now)
+            .where(Deposit.id == deposit_id, Deposit.status == DepositStatus.PENDING)
+            .values(
+                status=DepositStatus.SUCCEEDED, gateway_charge_id=charge.charge_id, settled_at=now
+            )
             .returning(Deposit),
             execution_options={"populate_existing": True},
         )
@@ -188,7 +190,7 @@ async def settle_deposit(
             posting = await post_entry(
                 unit,
                 account_id=deposit.account_id,
-                type="deposit",
+                type=LedgerEntryType.DEPOSIT,
                 amount_cents=deposit.amount_cents,
                 deposit_id=deposit.id,
                 description=f"Deposit by card {deposit.card_brand} ending {deposit.card_last4}",
@@ -199,9 +201,9 @@ async def settle_deposit(
     else:
         deposit = await session.scalar(
             update(Deposit)
-            .where(Deposit.id == deposit_id, Deposit.status == "pending")
+            .where(Deposit.id == deposit_id, Deposit.status == DepositStatus.PENDING)
             .values(
-                status="failed",
+                status=DepositStatus.FAILED,
                 failure_code="card_declined",
                 decline_code=decline_code or "generic_decline",
                 settled_at=now,
@@ -218,7 +220,11 @@ async def _pending_deposits(
     unit: UnitOfWork, older_than: timedelta | None
 ) -> list[payments.Pending]:
     age = func.clock_timestamp() - Deposit.created_at
-    query = select(Deposit, age).where(Deposit.status == "pending").order_by(Deposit.created_at)
+    query = (
+        select(Deposit, age)
+        .where(Deposit.status == DepositStatus.PENDING)
+        .order_by(Deposit.created_at)
+    )
     if older_than is not None:
         query = query.where(age > older_than)
     rows = await unit.session.execute(query.limit(500))
@@ -260,14 +266,14 @@ async def render_deposit_pdf(
 
 
 def deposit_receipt(deposit: Deposit, billed: list[str]) -> Receipt:
-    if deposit.status == "failed":
+    if deposit.status == DepositStatus.FAILED:
         status = f"Failed: the card was declined ({deposit.decline_code}); nothing was credited"
-    elif deposit.status == "pending":
+    elif deposit.status == DepositStatus.PENDING:
         status = "Pending: waiting for the card network's answer"
     else:
         status = "Succeeded: credited to the prepaid balance"
     return Receipt(
-        title="Receipt" if deposit.status == "succeeded" else "Deposit",
+        title="Receipt" if deposit.status == DepositStatus.SUCCEEDED else "Deposit",
         number=deposit.id,
         issued_at=deposit.created_at,
         details=[("Date", f"{deposit.created_at.astimezone(UTC):%Y-%m-%d}"), ("Status", status)],
@@ -295,7 +301,7 @@ async def adjust_balance(
     posting = await post_entry(
         unit,
         account_id=account_id,
-        type="adjustment",
+        type=LedgerEntryType.ADJUSTMENT,
         amount_cents=amount_cents,
         description=f"Adjustment: {reason}",
     )

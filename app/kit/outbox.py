@@ -10,6 +10,7 @@ drop the rare repeat.
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -30,8 +31,14 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.kit.db import Base, UnitOfWork, created_at_column
+from app.kit.states import StateColumn, sql_in
 
-OUTBOX_STATUSES = ("pending", "delivered", "logged", "dead")
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    LOGGED = "logged"
+    DEAD = "dead"
 
 
 class OutboxMessage(Base):
@@ -45,7 +52,7 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox_message"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'delivered', 'logged', 'dead')", name="status"),
+        CheckConstraint(sql_in("status", OutboxStatus), name="status"),
         Index(
             "ix_outbox_message_due",
             "available_at",
@@ -58,7 +65,9 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(String(50))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    status: Mapped[str] = mapped_column(String(20), server_default="pending")
+    status: Mapped[OutboxStatus] = mapped_column(
+        StateColumn(OutboxStatus, 20), server_default=OutboxStatus.PENDING.value
+    )
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     available_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.clock_timestamp()
@@ -111,10 +120,12 @@ async def claim(unit: UnitOfWork, limit: int, lease_seconds: float) -> list[Clai
     return [Claimed(row.id, row.topic, row.payload, row.attempts) for row in rows]
 
 
-async def mark_done(unit: UnitOfWork, message: Claimed, status: str = "delivered") -> None:
+async def mark_done(
+    unit: UnitOfWork, message: Claimed, status: OutboxStatus = OutboxStatus.DELIVERED
+) -> None:
     await unit.session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id == message.id, OutboxMessage.status == "pending")
+        .where(OutboxMessage.id == message.id, OutboxMessage.status == OutboxStatus.PENDING)
         .values(status=status, delivered_at=text("clock_timestamp()"), last_error=None)
     )
 
@@ -130,14 +141,14 @@ async def mark_failed(
     """Schedule another attempt in `retry_in` seconds, or, with None, dead-letter it."""
     values: dict[str, Any] = {"last_error": error[:500]}
     if retry_in is None:
-        values["status"] = "dead"
+        values["status"] = OutboxStatus.DEAD
     else:
         values["available_at"] = func.clock_timestamp() + bindparam(
             "retry_in", timedelta(seconds=retry_in), type_=Interval
         )
     await unit.session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id == message.id, OutboxMessage.status == "pending")
+        .where(OutboxMessage.id == message.id, OutboxMessage.status == OutboxStatus.PENDING)
         .values(**values)
     )
 
@@ -162,7 +173,7 @@ class DeadLetter:
 async def dead_letters(unit: UnitOfWork, limit: int) -> list[DeadLetter]:
     rows = await unit.session.scalars(
         select(OutboxMessage)
-        .where(OutboxMessage.status == "dead")
+        .where(OutboxMessage.status == OutboxStatus.DEAD)
         .order_by(OutboxMessage.id)
         .limit(limit)
     )
@@ -174,10 +185,12 @@ async def dead_letters(unit: UnitOfWork, limit: int) -> list[DeadLetter]:
 
 async def requeue_dead(unit: UnitOfWork, ids: list[int] | None) -> int:
     """Give dead letters (all of them with None) a fresh set of attempts."""
-    query = update(OutboxMessage).where(OutboxMessage.status == "dead")
+    query = update(OutboxMessage).where(OutboxMessage.status == OutboxStatus.DEAD)
     if ids is not None:
         query = query.where(OutboxMessage.id.in_(ids))
     result = await unit.session.execute(
-        query.values(status="pending", attempts=0, available_at=text("clock_timestamp()"))
+        query.values(
+            status=OutboxStatus.PENDING, attempts=0, available_at=text("clock_timestamp()")
+        )
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """Tables of the catalogue and of certificate orders."""
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -17,15 +18,39 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.kit.db import Base, created_at_column
+from app.kit.states import StateColumn, sql_in
+from app.payment_methods.models import PaymentMethod
+
+
+class ValidationLevel(StrEnum):
+    """How much the certificate authority checks: the domain, the organisation, or more."""
+
+    DV = "dv"
+    OV = "ov"
+    EV = "ev"
+
+
+class OrderStatus(StrEnum):
+    PENDING_PAYMENT = "pending_payment"
+    PAID = "paid"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class RefundStatus(StrEnum):
+    """Of a canceled card order: the refund asked of the gateway, and its confirmation."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
 
 
 class Product(Base):
     __tablename__ = "product"
-    __table_args__ = (CheckConstraint("validation IN ('dv', 'ov', 'ev')", name="validation"),)
+    __table_args__ = (CheckConstraint(sql_in("validation", ValidationLevel), name="validation"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    validation: Mapped[str] = mapped_column(String(2))
+    validation: Mapped[ValidationLevel] = mapped_column(StateColumn(ValidationLevel, 2))
     wildcard: Mapped[bool] = mapped_column(Boolean)
     price_per_year_cents: Mapped[int] = mapped_column(BigInteger)
     price_per_extra_san_cents: Mapped[int] = mapped_column(BigInteger)
@@ -35,12 +60,10 @@ class Product(Base):
 class CertificateOrder(Base):
     __tablename__ = "certificate_order"
     __table_args__ = (
+        CheckConstraint(sql_in("status", OrderStatus), name="status"),
+        CheckConstraint(sql_in("payment_method", PaymentMethod), name="payment_method"),
         CheckConstraint(
-            "status IN ('pending_payment', 'paid', 'failed', 'canceled')", name="status"
-        ),
-        CheckConstraint("payment_method IN ('balance', 'card')", name="payment_method"),
-        CheckConstraint(
-            "refund_status IS NULL OR refund_status IN ('pending', 'succeeded')",
+            f"refund_status IS NULL OR {sql_in('refund_status', RefundStatus)}",
             name="refund_status",
         ),
         CheckConstraint("amount_cents > 0", name="amount_positive"),
@@ -63,12 +86,12 @@ class CertificateOrder(Base):
     sans: Mapped[list[str]] = mapped_column(ARRAY(String(253)))
     validity_years: Mapped[int] = mapped_column(Integer)
     amount_cents: Mapped[int] = mapped_column(BigInteger)
-    payment_method: Mapped[str] = mapped_column(String(10))
-    status: Mapped[str] = mapped_column(String(20))
+    payment_method: Mapped[PaymentMethod] = mapped_column(StateColumn(PaymentMethod, 10))
+    status: Mapped[OrderStatus] = mapped_column(StateColumn(OrderStatus, 20))
     failure_code: Mapped[str | None] = mapped_column(String(50))
     decline_code: Mapped[str | None] = mapped_column(String(50))
     gateway_charge_id: Mapped[str | None] = mapped_column(String(200))
-    refund_status: Mapped[str | None] = mapped_column(String(20))
+    refund_status: Mapped[RefundStatus | None] = mapped_column(StateColumn(RefundStatus, 20))
     gateway_refund_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = created_at_column()
     canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -8,7 +8,7 @@ from app.kit.errors import ApiError
 from app.kit.pagination import Page, PageParams
 from app.kit.routing import IDEMPOTENCY_REQUIRED, ApiRoute, IdempotencyClaimDep, Unit
 from app.orders import service
-from app.orders.models import CertificateOrder, Product
+from app.orders.models import CertificateOrder, OrderStatus, Product
 from app.orders.schemas import OrderIn, OrderOut, ProductList, ProductOut
 
 router = APIRouter(prefix="/v1", tags=["orders"], route_class=ApiRoute)
@@ -49,7 +49,7 @@ async def list_products(principal: RequireMember, unit: Unit) -> ProductList:
 
 def _order_answer(order: CertificateOrder) -> Response:
     # 202: the card's answer is not known yet (SPEC §9).
-    status = 202 if order.status == "pending_payment" else 201
+    status = 202 if order.status == OrderStatus.PENDING_PAYMENT else 201
     return Response(order_out(order).model_dump_json(), status, media_type="application/json")
 
 
@@ -69,7 +69,7 @@ async def create_order(
     claim: IdempotencyClaimDep,
 ) -> Response:
     order = await service.create_order(unit, gateway, principal, body, claim, _order_answer)
-    if order.status == "failed":
+    if order.status == OrderStatus.FAILED:
         raise ApiError(
             "card_declined",
             402,

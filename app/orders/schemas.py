@@ -5,9 +5,11 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
-from app.finance.schemas import Currency, PaymentMethod
+from app.finance.schemas import Currency
 from app.kit.money import Amount
 from app.kit.schemas import RequestModel, ResponseModel, Timestamp
+from app.orders.models import OrderStatus, ValidationLevel
+from app.payment_methods.models import PaymentMethod
 
 MAX_SANS = 250
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -36,7 +38,7 @@ Hostname = Annotated[str, Field(max_length=253), AfterValidator(_hostname)]
 class ProductOut(ResponseModel):
     id: str
     name: str
-    validation: Literal["dv", "ov", "ev"]
+    validation: ValidationLevel
     wildcard: bool
     price_per_year: Amount
     price_per_extra_san: Amount
@@ -71,7 +73,7 @@ class OrderOut(ResponseModel):
     amount: Amount
     currency: Currency = "USD"
     payment_method: PaymentMethod
-    status: Literal["pending_payment", "paid", "failed", "canceled"]
+    status: OrderStatus
     failure_code: str | None
     decline_code: str | None
     created_at: Timestamp

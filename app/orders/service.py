@@ -12,13 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 import asyncpg
 from fastapi import Response
 from sqlalchemy import func, select, update
 
+from app.auth.models import Integration
 from app.auth.principal import Principal
 from app.finance.ledger import post_entry
+from app.finance.models import LedgerEntryType
 from app.gateway.base import Charge, Gateway, Refund
 from app.kit import idempotency, payments
 from app.kit.clock import Clock
@@ -26,14 +29,12 @@ from app.kit.db import UnitOfWork
 from app.kit.errors import ApiError, NotFound, validation_error
 from app.kit.ids import new_id
 from app.kit.pagination import PageRequest, paginate
-from app.orders.models import CertificateOrder, Product
+from app.orders.models import CertificateOrder, OrderStatus, Product, RefundStatus
 from app.orders.schemas import OrderIn
-from app.payment_methods.models import Card
+from app.payment_methods.models import Card, PaymentMethod
 from app.payment_methods.settings import PaymentSettings, load_payment_settings
 
 logger = logging.getLogger(__name__)
-
-AZURE_KEY_VAULT = "azure_key_vault"
 
 
 async def list_products(unit: UnitOfWork) -> list[Product]:
@@ -80,8 +81,8 @@ def order_amount_cents(product: PricedProduct, sans: int, years: int) -> int:
 
 
 def resolve_payment_method(
-    requested: str | None, settings: PaymentSettings, principal: Principal
-) -> str:
+    requested: PaymentMethod | None, settings: PaymentSettings, principal: Principal
+) -> PaymentMethod:
     method = requested or settings.default_payment_method
     if method is None:
         raise ApiError(
@@ -89,7 +90,7 @@ def resolve_payment_method(
             422,
             "Name a payment_method: the account has no default payment method.",
         )
-    if principal.integration == AZURE_KEY_VAULT and method != "balance":
+    if principal.integration == Integration.AZURE_KEY_VAULT and method != PaymentMethod.BALANCE:
         raise ApiError(
             "payment_method_not_allowed",
             403,
@@ -130,15 +131,24 @@ _PLACE_BALANCE_ORDER = """
 """
 
 
+class _BalanceOutcome(StrEnum):
+    """What place_balance_order answers."""
+
+    PAID = "paid"
+    NOT_BALANCE = "not_balance"  # not paid from the balance: the rules below decide
+    KEY_TAKEN = "key_taken"  # a replay, a reuse, or a request still running
+    ORDER_EXISTS = "order_exists"  # raised (BL409): an order was made under this key already
+
+
 async def _pay_from_balance(
     unit: UnitOfWork,
     order: CertificateOrder,
     product: PricedProduct,
     claim: idempotency.Claim,
-    requested_method: str | None,
+    requested_method: PaymentMethod | None,
     answer: Answer,
-) -> str:
-    """'paid', 'not_balance' (the rules below decide) or 'key_taken'; raises 402."""
+) -> _BalanceOutcome:
+    """Paid, or what stopped it; raises 402."""
     response = answer(order)
     try:
         row = await unit.fetchrow_atomic(
@@ -165,11 +175,11 @@ async def _pay_from_balance(
             claim.held = True  # the key was this request's: its 402 is kept under it
             raise _insufficient_funds() from None
         if error.sqlstate == "BL409":
-            return "order_exists"
+            return _BalanceOutcome.ORDER_EXISTS
         raise
     assert row is not None
-    outcome: str = row[0]
-    if outcome == "paid":
+    outcome = _BalanceOutcome(row[0])
+    if outcome == _BalanceOutcome.PAID:
         claim.held = claim.answered = True
     return outcome
 
@@ -197,13 +207,13 @@ async def create_order(
         sans=body.sans,
         validity_years=body.validity_years,
         amount_cents=order_amount_cents(product, len(body.sans), body.validity_years),
-        payment_method="balance",
-        status="paid",
+        payment_method=PaymentMethod.BALANCE,
+        status=OrderStatus.PAID,
         created_at=datetime.now(UTC),
     )
     # The usual case, paid from the balance, in one statement.
     outcome = await _pay_from_balance(unit, order, product, claim, body.payment_method, answer)
-    if outcome == "paid":
+    if outcome == _BalanceOutcome.PAID:
         return order
     # Anything else: the key held in the unit's transaction first (or a replay, a reuse, a
     # request still running), then the rules.
@@ -218,17 +228,17 @@ async def create_order(
         return existing
     settings = await load_payment_settings(unit, principal.account_id, principal.account.email)
     method = resolve_payment_method(body.payment_method, settings, principal)
-    if method == "balance":
+    if method == PaymentMethod.BALANCE:
         outcome = await _pay_from_balance(unit, order, product, claim, method, answer)
-        assert outcome == "paid", outcome
+        assert outcome == _BalanceOutcome.PAID, outcome
         return order
     card_token = await unit.session.scalar(
         select(Card.gateway_token).where(Card.account_id == principal.account_id)
     )
     if card_token is None:
         raise ApiError("no_card_on_file", 409, "Add a card before paying by card.")
-    order.payment_method = "card"
-    order.status = "pending_payment"
+    order.payment_method = PaymentMethod.CARD
+    order.status = OrderStatus.PENDING_PAYMENT
     unit.session.add(order)
     await unit.session.flush()
     charge = payments.CardCharge(
@@ -250,12 +260,18 @@ async def settle_card_order(
     unit: UnitOfWork, order_id: str, charge: Charge | None, decline_code: str | None
 ) -> CertificateOrder:
     """Record the gateway's definite answer for an order pending payment, exactly once."""
-    pending = (CertificateOrder.id == order_id, CertificateOrder.status == "pending_payment")
+    pending = (
+        CertificateOrder.id == order_id,
+        CertificateOrder.status == OrderStatus.PENDING_PAYMENT,
+    )
     if charge is not None and charge.status == "succeeded":
-        values: dict[str, object] = {"status": "paid", "gateway_charge_id": charge.charge_id}
+        values: dict[str, object] = {
+            "status": OrderStatus.PAID,
+            "gateway_charge_id": charge.charge_id,
+        }
     else:
         values = {
-            "status": "failed",
+            "status": OrderStatus.FAILED,
             "failure_code": "card_declined",
             "decline_code": decline_code or "generic_decline",
         }
@@ -297,28 +313,28 @@ async def cancel_order(
     unit: UnitOfWork, gateway: Gateway, principal: Principal, order_id: str
 ) -> CertificateOrder:
     order = await _load_order(unit, principal, order_id, for_update=True)
-    if order.status == "canceled":
+    if order.status == OrderStatus.CANCELED:
         return order
-    if order.status != "paid":
+    if order.status != OrderStatus.PAID:
         raise ApiError(
             "order_not_cancelable",
             409,
             f"Only a paid order can be canceled; this one is {order.status}.",
         )
-    order.status = "canceled"
+    order.status = OrderStatus.CANCELED
     order.canceled_at = datetime.now(UTC)
-    if order.payment_method == "balance":
+    if order.payment_method == PaymentMethod.BALANCE:
         await post_entry(
             unit,
             account_id=order.account_id,
-            type="refund",
+            type=LedgerEntryType.REFUND,
             amount_cents=order.amount_cents,
             order_id=order.id,
             description=f"Refund of canceled order {order.id}",
         )
         await unit.session.flush()
         return order
-    order.refund_status = "pending"
+    order.refund_status = RefundStatus.PENDING
     await unit.session.flush()
     return await refund_card_order(unit, gateway, order)
 
@@ -341,7 +357,7 @@ async def _settle_refund(unit: UnitOfWork, order_id: str, refund: Refund) -> Cer
     updated: CertificateOrder | None = await unit.session.scalar(
         update(CertificateOrder)
         .where(CertificateOrder.id == order_id)
-        .values(refund_status="succeeded", gateway_refund_id=refund.refund_id)
+        .values(refund_status=RefundStatus.SUCCEEDED, gateway_refund_id=refund.refund_id)
         .returning(CertificateOrder),
         execution_options={"populate_existing": True},
     )
@@ -358,9 +374,9 @@ async def _pending_orders(
     since = CertificateOrder.canceled_at if refunds else CertificateOrder.created_at
     age = func.clock_timestamp() - since
     unsettled = (
-        CertificateOrder.refund_status == "pending"
+        CertificateOrder.refund_status == RefundStatus.PENDING
         if refunds
-        else CertificateOrder.status == "pending_payment"
+        else CertificateOrder.status == OrderStatus.PENDING_PAYMENT
     )
     query = select(CertificateOrder, age).where(unsettled).order_by(since)
     if older_than is not None:
@@ -386,7 +402,7 @@ async def _resolve_refund(
 ) -> bool:
     order = await unit.session.get_one(CertificateOrder, pending.ref)
     order = await refund_card_order(unit, gateway, order)
-    return order.refund_status != "pending"
+    return order.refund_status != RefundStatus.PENDING
 
 
 ORDER_CHARGES = payments.charge_kind(

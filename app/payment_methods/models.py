@@ -2,6 +2,7 @@
 gateway lets us keep: token, brand, last 4, expiry, holder)."""
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -17,6 +18,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.kit.db import Base
+from app.kit.states import StateColumn
+
+
+class PaymentMethod(StrEnum):
+    """How an order or an invoice is paid: from the prepaid balance, or by the card on file."""
+
+    BALANCE = "balance"
+    CARD = "card"
 
 
 class FinanceSettings(Base):
@@ -41,7 +50,9 @@ class FinanceSettings(Base):
     )
     balance_payments_enabled: Mapped[bool] = mapped_column(Boolean)
     card_payments_enabled: Mapped[bool] = mapped_column(Boolean)
-    default_payment_method: Mapped[str | None] = mapped_column(String(10))
+    default_payment_method: Mapped[PaymentMethod | None] = mapped_column(
+        StateColumn(PaymentMethod, 10)
+    )
     low_balance_threshold_cents: Mapped[int | None] = mapped_column(BigInteger)
     # NULL: the account's contact email, following it when it changes.
     notification_emails: Mapped[list[str] | None] = mapped_column(ARRAY(String(320)))

@@ -10,7 +10,7 @@ from app.gateway.base import CardDeclined, CardInput, Gateway, GatewayUnavailabl
 from app.gateway.card_numbers import is_valid_card_number
 from app.kit.db import UnitOfWork
 from app.kit.errors import ApiError
-from app.payment_methods.models import Card
+from app.payment_methods.models import Card, PaymentMethod
 from app.payment_methods.schemas import CardDetailsIn, CardTokenIn
 from app.payment_methods.settings import load_payment_settings
 
@@ -80,7 +80,7 @@ async def replace_card(
 
 async def remove_card(unit: UnitOfWork, principal: Principal) -> None:
     settings = await load_payment_settings(unit, principal.account_id, principal.account.email)
-    if settings.default_payment_method == "card":
+    if settings.default_payment_method == PaymentMethod.CARD:
         raise ApiError(
             "card_is_default",
             409,

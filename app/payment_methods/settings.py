@@ -3,19 +3,21 @@
 from dataclasses import dataclass
 
 from app.kit.db import UnitOfWork
-from app.payment_methods.models import FinanceSettings
+from app.payment_methods.models import FinanceSettings, PaymentMethod
 
 
 @dataclass(frozen=True)
 class PaymentSettings:
     balance_payments_enabled: bool
     card_payments_enabled: bool
-    default_payment_method: str | None
+    default_payment_method: PaymentMethod | None
     low_balance_threshold_cents: int | None
     notification_emails: list[str]
 
-    def enabled(self, method: str) -> bool:
-        return self.balance_payments_enabled if method == "balance" else self.card_payments_enabled
+    def enabled(self, method: PaymentMethod) -> bool:
+        if method == PaymentMethod.BALANCE:
+            return self.balance_payments_enabled
+        return self.card_payments_enabled
 
 
 def settings_of(row: FinanceSettings | None, account_email: str) -> PaymentSettings:
@@ -25,7 +27,7 @@ def settings_of(row: FinanceSettings | None, account_email: str) -> PaymentSetti
         return PaymentSettings(
             balance_payments_enabled=False,
             card_payments_enabled=True,
-            default_payment_method="card",
+            default_payment_method=PaymentMethod.CARD,
             low_balance_threshold_cents=None,
             notification_emails=[account_email],
         )

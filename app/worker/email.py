@@ -10,6 +10,7 @@ import aiosmtplib
 
 from app.config import Settings
 from app.finance.notifications import low_balance_email
+from app.kit.outbox import OutboxStatus
 
 logger = logging.getLogger(__name__)
 
@@ -21,14 +22,14 @@ class PermanentFailure(Exception):
 
 
 class Mailer(Protocol):
-    # The outbox status of a message this mailer sent: "delivered", or "logged".
-    outcome: str
+    # The outbox status of a message this mailer sent: delivered, or logged.
+    outcome: OutboxStatus
 
     async def send(self, message: EmailMessage) -> None: ...
 
 
 class SmtpMailer:
-    outcome = "delivered"
+    outcome = OutboxStatus.DELIVERED
 
     def __init__(self, settings: Settings) -> None:
         assert settings.smtp_host is not None
@@ -61,7 +62,7 @@ class SmtpMailer:
 class LogMailer:
     """No SMTP server configured: the email goes to the log instead."""
 
-    outcome = "logged"
+    outcome = OutboxStatus.LOGGED
 
     async def send(self, message: EmailMessage) -> None:
         logger.info(
