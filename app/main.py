@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app.accounts.router import me_router
 from app.accounts.router import router as accounts_router
+from app.auth.principal import API_KEY, BEARER
 from app.auth.router import router as auth_router
 from app.billing.router import router as billing_router
 from app.config import Settings, get_settings
@@ -112,6 +113,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
+    components_root = schema.setdefault("components", {})
+    components_root["securitySchemes"] = {
+        scheme.scheme_name: scheme.model.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for scheme in (API_KEY, BEARER)
+    }
     problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(problem_schema.pop("$defs", {}))
     components["Problem"] = problem_schema

@@ -17,7 +17,13 @@ from app.accounts.schemas import (
     UserOut,
     UserPatch,
 )
-from app.auth.principal import Authenticated, RequireAdmin, RequireMember, RequireSignedInUser
+from app.auth.principal import (
+    Authenticated,
+    RequireAccessAdmin,
+    RequireAdmin,
+    RequireMember,
+    RequireSignedInUser,
+)
 from app.auth.schemas import ApiKeyOut
 from app.deps import ClientAddress, SettingsDep
 from app.kit.pagination import Page, PageParams
@@ -92,7 +98,7 @@ async def change_password(
 @router.post(
     "/users", status_code=201, response_model=UserOut, tags=["users"], summary="Add a user"
 )
-async def create_user(body: UserCreateIn, principal: RequireAdmin, unit: Unit) -> UserOut:
+async def create_user(body: UserCreateIn, principal: RequireAccessAdmin, unit: Unit) -> UserOut:
     return UserOut.model_validate(await service.create_user(unit, principal, body))
 
 
@@ -114,12 +120,12 @@ async def get_user(user_id: str, principal: RequireAdmin, unit: Unit) -> UserOut
     summary="Rename a user or change their role",
 )
 async def update_user(
-    user_id: str, body: UserPatch, principal: RequireAdmin, unit: Unit
+    user_id: str, body: UserPatch, principal: RequireAccessAdmin, unit: Unit
 ) -> UserOut:
     return UserOut.model_validate(await service.update_user(unit, principal, user_id, body))
 
 
 @router.delete("/users/{user_id}", status_code=204, tags=["users"], summary="Remove a user")
-async def delete_user(user_id: str, principal: RequireAdmin, unit: Unit) -> Response:
+async def delete_user(user_id: str, principal: RequireAccessAdmin, unit: Unit) -> Response:
     await service.delete_user(unit, principal, user_id)
     return Response(status_code=204)

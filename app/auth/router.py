@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.auth import service
-from app.auth.principal import RequireAdmin
+from app.auth.principal import RequireAccessAdmin, RequireAdmin
 from app.auth.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyOut, TokenOut
 from app.deps import ClientAddress, SettingsDep
 from app.kit.pagination import Page, PageParams
@@ -35,7 +35,7 @@ async def create_token(
     summary="Create an API key",
 )
 async def create_api_key(
-    body: ApiKeyCreateIn, principal: RequireAdmin, unit: Unit
+    body: ApiKeyCreateIn, principal: RequireAccessAdmin, unit: Unit
 ) -> ApiKeyCreatedOut:
     api_key, secret = await service.create_api_key(unit, principal, body)
     return ApiKeyCreatedOut.model_validate(
@@ -52,6 +52,6 @@ async def list_api_keys(principal: RequireAdmin, unit: Unit, page: PageParams) -
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, summary="Revoke an API key at once")
-async def delete_api_key(key_id: str, principal: RequireAdmin, unit: Unit) -> Response:
+async def delete_api_key(key_id: str, principal: RequireAccessAdmin, unit: Unit) -> Response:
     await service.revoke_api_key(unit, principal, key_id)
     return Response(status_code=204)

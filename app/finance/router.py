@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Response
 
-from app.auth.principal import RequireFinance, RequireMember
+from app.auth.principal import RequireDepositor, RequireFinance, RequireMember
 from app.deps import GatewayDep, SettingsDep
 from app.finance import service
 from app.finance.models import Deposit, DepositStatus, LedgerEntry
@@ -91,7 +91,7 @@ async def get_balance(principal: RequireMember, unit: Unit) -> BalanceOut:
 )
 async def create_deposit(
     body: DepositIn,
-    principal: RequireFinance,
+    principal: RequireDepositor,
     unit: Unit,
     settings: SettingsDep,
     gateway: GatewayDep,

@@ -14,12 +14,13 @@ answer (a 4xx other than 401/403) is stored after the rollback. An endpoint that
 """
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_dependant
 from fastapi.routing import APIRoute
+from fastapi.security.base import SecurityBase
 
 from app.kit import idempotency
 from app.kit.db import Database, UnitOfWork
@@ -27,6 +28,7 @@ from app.kit.errors import ApiError, problem_response
 
 IDEMPOTENCY_REQUIRED = {"x-idempotency-key": "required"}
 _AUTHENTICATES = "__authenticates__"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def secret_fields(*names: str) -> dict[str, list[str]]:
@@ -35,10 +37,15 @@ def secret_fields(*names: str) -> dict[str, list[str]]:
     return {"x-secret-fields": list(names)}
 
 
-def authenticates(dependency: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark the dependency that says who is calling; the guard runs after it."""
-    setattr(dependency, _AUTHENTICATES, True)
-    return dependency
+def authenticates(*schemes: SecurityBase) -> Callable[[F], F]:
+    """Mark a dependency that says who is calling, by one of `schemes`: the guard runs after
+    it, and the OpenAPI document names the schemes on each operation that uses it."""
+
+    def mark(dependency: F) -> F:
+        setattr(dependency, _AUTHENTICATES, schemes)
+        return dependency
+
+    return mark
 
 
 class HasAccount(Protocol):
@@ -124,6 +131,11 @@ async def _reserved_key(request: Request) -> str:
 IdempotencyKeyDep = Annotated[str, Depends(_reserved_key)]
 
 
+def _schemes_of(call: Callable[..., Any]) -> tuple[SecurityBase, ...]:
+    schemes: tuple[SecurityBase, ...] = getattr(call, _AUTHENTICATES, ())
+    return schemes
+
+
 def _uses_authentication(dependant: Dependant) -> bool:
     return any(
         getattr(dep.call, _AUTHENTICATES, False) or _uses_authentication(dep)
@@ -144,6 +156,10 @@ class ApiRoute(APIRoute):
             ),
             None,
         )
+        if principal is not None:
+            schemes = _schemes_of(principal)
+            security: list[dict[str, list[str]]] = [{scheme.scheme_name: []} for scheme in schemes]
+            kwargs["openapi_extra"] = {"security": security, **(kwargs.get("openapi_extra") or {})}
         if "POST" in methods and principal is not None:
             reserves_itself = any(dep.call is _read_claim for dep in dependant.dependencies)
             guard = _guard(principal, reserve=not reserves_itself)

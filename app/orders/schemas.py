@@ -1,9 +1,9 @@
 """Bodies of products and certificate orders, and the checks on the domain names they carry."""
 
 import re
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from app.finance.schemas import Currency
 from app.kit.money import Amount
@@ -46,7 +46,10 @@ class ProductOut(ResponseModel):
 
 
 class ProductList(ResponseModel):
+    """The whole catalogue: `has_more` is always false (SPEC §1: every list carries it)."""
+
     data: list[ProductOut]
+    has_more: bool = False
 
 
 class OrderIn(RequestModel):
@@ -56,12 +59,16 @@ class OrderIn(RequestModel):
     validity_years: Literal[1, 2, 3]
     payment_method: PaymentMethod | None = None
 
-    @model_validator(mode="after")
-    def _no_duplicate_names(self) -> Self:
-        names = [self.common_name, *self.sans]
-        if len(set(names)) != len(names):
-            raise ValueError("sans may not repeat a name or the common name")
-        return self
+    @field_validator("sans")
+    @classmethod
+    def _no_duplicate_names(cls, sans: list[str], info: ValidationInfo) -> list[str]:
+        # On the member itself (body.sans), not on the body: the common name comes first.
+        seen = {info.data["common_name"]} if "common_name" in info.data else set()
+        for name in sans:
+            if name in seen:
+                raise ValueError(f"{name} is named twice (sans may not repeat the common name)")
+            seen.add(name)
+        return sans
 
 
 class OrderOut(ResponseModel):

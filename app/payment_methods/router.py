@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Response
 
-from app.auth.principal import RequireFinance
+from app.auth.principal import RequireCardHolder, RequireFinance
 from app.deps import GatewayDep
 from app.kit.routing import ApiRoute, Unit
 from app.payment_methods import service
@@ -19,7 +19,7 @@ async def get_card(principal: RequireFinance, unit: Unit) -> CardOut:
 @router.put("", response_model=CardOut, summary="Verify a card and keep it on file")
 async def replace_card(
     body: CardDetailsIn | CardTokenIn,
-    principal: RequireFinance,
+    principal: RequireCardHolder,
     unit: Unit,
     gateway: GatewayDep,
 ) -> CardOut:
@@ -27,6 +27,6 @@ async def replace_card(
 
 
 @router.delete("", status_code=204, summary="Remove the card on file")
-async def delete_card(principal: RequireFinance, unit: Unit) -> Response:
+async def delete_card(principal: RequireCardHolder, unit: Unit) -> Response:
     await service.remove_card(unit, principal)
     return Response(status_code=204)
