@@ -13,7 +13,7 @@ import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
-from app.auth.models import ApiKey, Integration, Role
+from app.auth.models import Integration, Role
 from app.auth.security import AccessClaims, api_key_digest, read_access_token
 from app.config import Settings
 from app.kit.db import UnitOfWork
@@ -53,11 +53,25 @@ class CallerUser:
 
 
 @dataclass(frozen=True)
+class CallerKey:
+    """The API key that is calling (never its digest)."""
+
+    id: str
+    account_id: str
+    name: str
+    role: Role
+    integration: Integration | None
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Principal:
     account: CallerAccount
     role: Role
     user: CallerUser | None = None
-    api_key: ApiKey | None = None
+    api_key: CallerKey | None = None
 
     @property
     def account_id(self) -> str:
@@ -179,7 +193,7 @@ async def _from_api_key(unit: UnitOfWork, key: str) -> Principal:
     row = await unit.fetchrow_atomic(_API_KEY_BY_DIGEST, api_key_digest(key), _LAST_USED_RESOLUTION)
     if row is None:
         raise Unauthenticated
-    api_key = ApiKey(
+    api_key = CallerKey(
         id=row["id"],
         account_id=row["account_id"],
         name=row["name"],
