@@ -13,7 +13,10 @@ from app.finance.models import LedgerEntryType
 from app.kit.db import UnitOfWork
 from app.kit.ids import new_id
 
-_POST = "SELECT * FROM post_ledger_entry($1, $2, $3, $4, $5, $6, $7, $8)"
+_POST = """
+    SELECT entry_id, seq, balance_after_cents, created_at
+    FROM post_ledger_entry($1, $2, $3, $4, $5, $6, $7, $8)
+"""
 
 
 @dataclass(frozen=True)
