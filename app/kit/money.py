@@ -9,7 +9,7 @@ client wrote for any value we accept.
 
 import re
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
@@ -63,43 +63,31 @@ def format_amount(cents: int) -> str:
     return f"{sign}{whole}.{part:02d}"
 
 
-def _validate_amount(value: Any) -> int:
-    return parse_amount(value)
-
-
-def _validate_amount_or_zero(value: Any) -> int:
-    return parse_amount(value, allow_zero=True)
+def _input_schema(minimum: dict[str, int], example: str) -> WithJsonSchema:
+    """What the OpenAPI document says of an input amount: the two forms parse_amount takes."""
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
+                {"type": "number", **minimum, "maximum": MAX_CENTS // 100},
+            ],
+            "examples": [example],
+        },
+        mode="validation",
+    )
 
 
 AmountIn = Annotated[
     int,
-    BeforeValidator(_validate_amount),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
-                {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000_000},
-            ],
-            "examples": ["500.00"],
-        },
-        mode="validation",
-    ),
+    BeforeValidator(parse_amount),
+    _input_schema({"exclusiveMinimum": 0}, "500.00"),
 ]
 """An amount a client sends: validated to cents."""
 
 AmountOrZeroIn = Annotated[
     int,
-    BeforeValidator(_validate_amount_or_zero),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
-                {"type": "number", "minimum": 0, "maximum": 1_000_000_000},
-            ],
-            "examples": ["100.00"],
-        },
-        mode="validation",
-    ),
+    BeforeValidator(lambda value: parse_amount(value, allow_zero=True)),
+    _input_schema({"minimum": 0}, "100.00"),
 ]
 """An amount a client sends that may be zero (a threshold, say)."""
 
