@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     signup_limit_per_hour: int = 20
     login_failures_per_client: int = 5
     login_failures_per_email: int = 50
+    # Failed logins one client address may make in the window, whatever the email: each
+    # costs a password hash, so new emails are no way to keep the CPU busy.
+    login_failures_per_address: int = 50
     login_window_seconds: int = 900
 
     # Unset: the sandbox, which accepts every test card, but only for development (the

@@ -16,7 +16,7 @@ from app.accounts.schemas import (
     UserPatch,
 )
 from app.auth import throttle
-from app.auth.models import AuthEventKind, Role
+from app.auth.models import Role
 from app.auth.principal import Principal
 from app.auth.security import hash_password, verify_password
 from app.config import Settings
@@ -43,8 +43,8 @@ async def signup(
 ) -> tuple[Account, User]:
     if not settings.signup_enabled:
         raise ApiError("signup_disabled", 403, "Sign-up is switched off on this service.")
-    await throttle.check_signup_allowed(unit, settings, client_ip)
-    await throttle.record(unit, AuthEventKind.SIGNUP, client_ip)
+    # Counted (and committed) before the work, so a burst counts like sign-ups one by one.
+    await throttle.admit_signup(unit, settings, client_ip)
     return await create_account(unit, body)
 
 
@@ -119,12 +119,13 @@ async def change_password(
         raise ApiError(
             "password_confirmation_mismatch", 422, "The new password and its confirmation differ."
         )
-    # A stolen token must not become a way to guess the password: same throttle as a login.
-    await throttle.check_login_allowed(unit, settings, user.email, client_ip)
     password_hash = await unit.session.scalar(select(User.password_hash).where(User.id == user.id))
+    # A stolen token must not become a way to guess the password: the login's throttle,
+    # counted (and committed) before the hash.
+    attempt = await throttle.admit_login(unit, settings, user.email, client_ip)
     if password_hash is None or not await verify_password(body.current_password, password_hash):
-        await throttle.record(unit, AuthEventKind.LOGIN_FAILED, client_ip, user.email)
         raise ApiError("invalid_current_password", 400, "The current password is not correct.")
+    await throttle.login_succeeded(unit, attempt)
     check_password_policy(body.new_password, user.email)
     new_hash = await hash_password(body.new_password)
     await unit.session.execute(

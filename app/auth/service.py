@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 
 from app.auth import throttle
-from app.auth.models import ApiKey, AuthEventKind
+from app.auth.models import ApiKey
 from app.auth.principal import Principal
 from app.auth.schemas import ApiKeyCreateIn, TokenOut
 from app.auth.security import (
@@ -65,19 +65,18 @@ async def issue_token(
     unit: UnitOfWork, settings: Settings, email: str, password: str, client_ip: str
 ) -> TokenOut:
     email = email.strip().lower()
-    if len(email) > MAX_EMAIL_LENGTH or not is_storable_text(email):
-        # No user has such an email and it cannot be recorded: the answer to any unknown one.
-        await verify_password(password, None)
-        raise _invalid_credentials()
-    await throttle.check_login_allowed(unit, settings, email, client_ip)
-    user = await _credentials(unit, email)
+    # No user has an impossible email and it cannot be stored: it counts against the
+    # address's budget only, and is answered like any unknown one.
+    possible = len(email) <= MAX_EMAIL_LENGTH and is_storable_text(email)
+    user = await _credentials(unit, email) if possible else None
+    # Counted (and committed) before the hash, so parallel guesses count like sequential ones.
+    attempt = await throttle.admit_login(unit, settings, email if possible else None, client_ip)
     # Checked against a dummy hash when the email is unknown: same answer, about the same time.
     valid = await verify_password(password, user.password_hash if user else None)
-    kind = AuthEventKind.LOGIN_SUCCEEDED if valid else AuthEventKind.LOGIN_FAILED
-    await throttle.record(unit, kind, client_ip, email)
     if not valid or user is None:
         LOGIN_FAILURES.inc()
         raise _invalid_credentials()
+    await throttle.login_succeeded(unit, attempt)
     claims = AccessClaims(
         user_id=user.user_id, account_id=user.account_id, token_version=user.token_version
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.main import create_app
 from tests.conftest import (
@@ -144,6 +145,28 @@ async def test_signups_past_the_hourly_limit_of_an_address_are_429(database_url:
         async with client_for(app) as another_address:
             response = await another_address.post("/v1/signup", json=_signup_body())
             assert response.status_code == 201, response.text
+    finally:
+        await app.state.database.dispose()
+
+
+async def test_a_burst_of_signups_from_one_address_makes_at_most_the_hourly_limit(
+    database_url: str,
+) -> None:
+    """Sign-ups sent at the same moment count like sign-ups sent one by one."""
+    app = create_app(make_settings(database_url, signup_limit_per_hour=3))
+    try:
+        async with client_for(app) as http:
+            responses = await asyncio.gather(
+                *(http.post("/v1/signup", json=_signup_body()) for _ in range(12))
+            )
+        created = [response for response in responses if response.status_code != 429]
+        assert len(created) == 3
+        for response in created:
+            assert response.status_code == 201, response.text
+        for response in responses:
+            if response.status_code == 429:
+                assert_problem(response, 429, "too_many_attempts")
+                assert 1 <= int(response.headers["retry-after"]) <= 3600
     finally:
         await app.state.database.dispose()
 
@@ -435,6 +458,39 @@ async def test_password_change_after_five_wrong_current_passwords_is_429(
     response = await client.put("/v1/account/password", headers=admin.headers, json=right)
     assert_problem(response, 429, "too_many_attempts")
     assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_parallel_wrong_current_passwords_get_at_most_five_answers_before_429(
+    app: FastAPI, sign_up: SignUp
+) -> None:
+    admin = await sign_up()
+    wrong = _password_change("Not-My-Password-99", NEW_PASSWORD)
+    async with client_for(app) as thief:
+        responses = await asyncio.gather(
+            *(
+                thief.put("/v1/account/password", headers=admin.headers, json=wrong)
+                for _ in range(15)
+            )
+        )
+    answered = [response for response in responses if response.status_code != 429]
+    assert len(answered) <= 5
+    for response in answered:
+        assert_problem(response, 400, "invalid_current_password")
+    for response in responses:
+        if response.status_code == 429:
+            assert_problem(response, 429, "too_many_attempts")
+            assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_password_change_with_the_right_password_is_not_counted_as_a_failure(
+    client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    """A right current password with a weak new one is refused, but is no failed guess."""
+    admin = await sign_up()
+    weak = _password_change(PASSWORD, "short")
+    for _ in range(6):
+        response = await client.put("/v1/account/password", headers=admin.headers, json=weak)
+        assert_problem(response, 422, "weak_password")
 
 
 async def test_password_change_with_an_api_key_is_403(

@@ -1,5 +1,6 @@
 """Access tokens, the login throttle, API keys and /v1/me, as a client sees them."""
 
+import asyncio
 import re
 import time
 
@@ -162,6 +163,110 @@ async def test_login_past_the_per_email_budget_is_429_for_new_addresses_only(
                 assert_problem(response, 429, "too_many_attempts")
                 assert int(response.headers["retry-after"]) >= 1
             assert await login(owner, admin.email)
+    finally:
+        await app.state.database.dispose()
+
+
+def _assert_refused(response: httpx.Response) -> None:
+    assert_problem(response, 429, "too_many_attempts")
+    assert 1 <= int(response.headers["retry-after"]) <= 15 * 60
+
+
+async def test_thirty_parallel_wrong_passwords_get_at_most_five_answers_before_429(
+    app: FastAPI, sign_up: SignUp
+) -> None:
+    """Attempts sent at the same moment count like attempts sent one by one."""
+    admin = await sign_up()
+    async with client_for(app) as attacker:
+        responses = await asyncio.gather(
+            *(
+                attacker.post(
+                    "/v1/auth/token", data={"username": admin.email, "password": f"guess-{n}-xyz"}
+                )
+                for n in range(30)
+            )
+        )
+        answered = [response for response in responses if response.status_code != 429]
+        assert len(answered) <= 5
+        for response in answered:
+            assert_problem(response, 401, "invalid_credentials")
+        for response in responses:
+            if response.status_code == 429:
+                _assert_refused(response)
+
+        response = await attacker.post(
+            "/v1/auth/token", data={"username": admin.email, "password": PASSWORD}
+        )
+        _assert_refused(response)
+    async with client_for(app) as elsewhere:
+        assert await login(elsewhere, admin.email)
+
+
+async def test_logins_for_new_emails_past_the_per_address_budget_are_429(
+    app: FastAPI, settings: Settings
+) -> None:
+    """One client cannot keep the CPU busy with password hashes for ever-new emails."""
+    budget = settings.login_failures_per_address
+    async with client_for(app) as http:
+        responses = await asyncio.gather(
+            *(
+                http.post(
+                    "/v1/auth/token",
+                    data={"username": unique_email("nobody"), "password": PASSWORD},
+                )
+                for _ in range(budget + 10)
+            )
+        )
+    answered = [response for response in responses if response.status_code != 429]
+    assert len(answered) == budget
+    for response in answered:
+        assert_problem(response, 401, "invalid_credentials")
+    for response in responses:
+        if response.status_code == 429:
+            _assert_refused(response)
+    async with client_for(app) as elsewhere:
+        response = await elsewhere.post(
+            "/v1/auth/token", data={"username": unique_email("nobody"), "password": PASSWORD}
+        )
+        assert_problem(response, 401, "invalid_credentials")
+
+
+async def test_impossible_emails_count_against_the_per_address_budget(database_url: str) -> None:
+    app = create_app(make_settings(database_url, login_failures_per_address=3))
+    try:
+        async with client_for(app) as http:
+            for _ in range(3):
+                response = await http.post(
+                    "/v1/auth/token", data={"username": "a" * 400, "password": PASSWORD}
+                )
+                assert_problem(response, 401, "invalid_credentials")
+            response = await http.post(
+                "/v1/auth/token", data={"username": unique_email("nobody"), "password": PASSWORD}
+            )
+            _assert_refused(response)
+    finally:
+        await app.state.database.dispose()
+
+
+async def test_successful_logins_do_not_count_against_the_per_address_budget(
+    database_url: str, sign_up: SignUp
+) -> None:
+    """Many users may log in from one address (an office behind one NAT)."""
+    admins = [await sign_up() for _ in range(3)]
+    app = create_app(make_settings(database_url, login_failures_per_address=2))
+    try:
+        async with client_for(app) as office:
+            for admin in admins:
+                assert await login(office, admin.email)
+            for _ in range(2):
+                response = await office.post(
+                    "/v1/auth/token", data={"username": admins[0].email, "password": "typo-123x"}
+                )
+                assert_problem(response, 401, "invalid_credentials")
+            response = await office.post(
+                "/v1/auth/token", data={"username": admins[1].email, "password": PASSWORD}
+            )
+            _assert_refused(response)
     finally:
         await app.state.database.dispose()
 
