@@ -228,13 +228,16 @@ def _clock(as_of: datetime | None) -> Clock:
 def bill(
     period: Annotated[
         date,
-        typer.Option(parser=_period, metavar="YYYY-MM", help="The month to bill, e.g. 2026-12."),
+        typer.Option(
+            parser=_period, metavar="YYYY-MM", help="The month to bill (ended), e.g. 2026-11."
+        ),
     ],
     accounts: AccountsOption = None,
     as_of: AsOfOption = None,
 ) -> None:
-    """Invoice every account with active subscriptions for a period (at most once per account
-    and period, however often it runs) and collect the period's due invoices."""
+    """Invoice a month that has ended (in arrears: what each subscription ran in it, at most
+    once per account and month, however often it runs) and collect its due invoices. A month
+    not over yet by the clock (--as-of, or now) is refused."""
     settings = _settings()
     gateway = _gateway(settings)
 

@@ -6,7 +6,6 @@ from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -25,7 +24,8 @@ from app.payment_methods.models import PaymentMethod
 
 # Not a column: worked out from `ended_at` at a moment of the billing clock.
 class SubscriptionStatus(StrEnum):
-    """Canceled once the subscription has ended, at the end of its last period."""
+    """Canceled once the subscription has ended (at once on DELETE; at the end of the month
+    for one canceled at period end before billing moved to arrears)."""
 
     ACTIVE = "active"
     CANCELED = "canceled"
@@ -57,26 +57,30 @@ class Plan(Base):
 
 
 class Subscription(Base):
-    """A plan an account pays for every month, from the first period that starts after
-    `started_at` to the last one that starts before `ended_at`.
+    """A plan an account uses from `started_at` until `ended_at`, billed in arrears each month
+    for the time it ran in it from `billed_from` on.
 
-    `started_at`, `canceled_at` and `ended_at` are moments of the billing clock; `created_at`
-    is when the row was written (the order of lists)."""
+    `started_at`, `billed_from`, `canceled_at` and `ended_at` are moments of the billing
+    clock; `created_at` is when the row was written (the order of lists). DELETE sets
+    `canceled_at` and `ended_at` to the same moment. `billed_from` is `started_at`, except
+    for subscriptions made while billing was in advance: the rest of their first month was
+    free, so it is the 1st after it (the migration to arrears, 0006); one of those canceled
+    at period end kept its `ended_at`, the 1st after its `canceled_at`."""
 
     __tablename__ = "subscription"
     __table_args__ = (
-        CheckConstraint(
-            "cancel_at_period_end = (ended_at IS NOT NULL)", name="ended_when_canceled"
-        ),
+        CheckConstraint("(canceled_at IS NULL) = (ended_at IS NULL)", name="ended_when_canceled"),
+        CheckConstraint("ended_at >= started_at", name="ended_after_start"),
+        CheckConstraint("billed_from >= started_at", name="billed_after_start"),
         Index("ix_subscription_account_id_created_at", "account_id", "created_at"),
-        Index("ix_subscription_started_at", "started_at"),
+        Index("ix_subscription_billed_from", "billed_from"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
     plan_id: Mapped[str] = mapped_column(ForeignKey("plan.id"))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    billed_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
@@ -85,7 +89,8 @@ class Subscription(Base):
 
 
 class Invoice(Base):
-    """What an account owes for one period. One per account and period, whatever runs at once.
+    """What an account owes for one period (a month, billed once it has ended). One per account
+    and period, whatever runs at once.
 
     `next_attempt_at` is when to try collecting it next: the run sets it to the moment the
     invoice is made; an attempt in flight, a paid or an uncollectible invoice has none."""

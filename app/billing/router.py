@@ -39,7 +39,6 @@ def _subscription_out(view: SubscriptionView) -> SubscriptionOut:
         started_at=subscription.started_at,
         current_period_start=period[0] if period else None,
         current_period_end=period[1] if period else None,
-        cancel_at_period_end=subscription.cancel_at_period_end,
         canceled_at=subscription.canceled_at,
         ended_at=subscription.ended_at,
         created_at=subscription.created_at,
@@ -95,7 +94,7 @@ async def list_plans(principal: RequireMember, unit: Unit) -> PlanList:
     "/subscriptions",
     status_code=201,
     response_model=SubscriptionOut,
-    summary="Subscribe to a plan, billed monthly in advance from the next period",
+    summary="Subscribe to a plan, billed monthly in arrears for the time it runs",
 )
 async def create_subscription(
     body: SubscriptionIn, principal: RequireFinance, unit: Unit, clock: ClockDep
@@ -125,7 +124,7 @@ async def get_subscription(
 @router.delete(
     "/subscriptions/{subscription_id}",
     response_model=SubscriptionOut,
-    summary="Cancel a subscription at the end of its current period (no refund)",
+    summary="End a subscription now (its last month is billed up to this moment)",
 )
 async def cancel_subscription(
     subscription_id: str, principal: RequireFinance, unit: Unit, clock: ClockDep

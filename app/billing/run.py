@@ -1,5 +1,7 @@
-"""The billing run: one invoice per account and period, collected from the account's default
-payment method, and retried on days 1, 3 and 7 after the first attempt when that fails.
+"""The billing run: once a month has ended, one invoice per account for it (in arrears: each
+subscription's line is what it ran of the month, prorated to the cent), collected from the
+account's default payment method, and retried on days 1, 3 and 7 after the first attempt when
+that fails.
 
 Exactly once, however many runs overlap or restart:
 - an invoice is inserted with ON CONFLICT (account_id, period_start) DO NOTHING: the unique
@@ -37,7 +39,13 @@ from app.billing.models import (
     Plan,
     Subscription,
 )
-from app.billing.periods import period_name, period_start_at
+from app.billing.periods import (
+    active_in,
+    period_end_at,
+    period_name,
+    period_start_at,
+    prorated_cents,
+)
 from app.finance.ledger import post_entry
 from app.finance.models import LedgerEntryType
 from app.gateway.base import Charge, Gateway
@@ -95,31 +103,46 @@ async def bill_period(
     *,
     account_ids: Collection[str] | None = None,
 ) -> BillingReport:
-    """Invoice every account for `period` (once) and collect that period's due invoices.
-    `account_ids` narrows the run to some accounts (tests and one-off operator runs)."""
-    if period_start_at(period) > clock.now():
+    """Invoice every account for `period` (once), a month that has ended on `clock`, and
+    collect that period's due invoices. `account_ids` narrows the run to some accounts (tests
+    and one-off operator runs)."""
+    ends = period_end_at(period)
+    if ends > clock.now():
         raise ApiError(
-            "period_not_started",
+            "period_not_ended",
             422,
-            f"The period {period:%Y-%m} has not started yet; periods are billed in advance, "
-            "from their first day.",
+            f"The period {period:%Y-%m} has not ended yet: it ends at {ends:%Y-%m-%dT%H:%M:%SZ}."
+            " Months are billed in arrears, once they have ended.",
         )
     report = BillingReport(invoiced=await create_invoices(database, clock, period, account_ids))
     await collect_due(database, gateway, clock, report, period=period, account_ids=account_ids)
     return report
 
 
+@dataclass(frozen=True)
+class _Line:
+    subscription_id: str
+    plan: Plan
+    amount_cents: int
+    description: str
+
+
 async def create_invoices(
     database: Database, clock: Clock, period: date, account_ids: Collection[str] | None = None
 ) -> int:
     """Make the missing invoices of `period`, one transaction per account; returns how many
-    this call made (an invoice another run made first is not counted)."""
-    starts = period_start_at(period)
+    this call made (an invoice another run made first is not counted).
+
+    A line per subscription that ran in the period (from its `billed_from`), for the part it
+    ran; a line that rounds to 0.00 is left out, and an account with no line gets no invoice.
+    Only for a period that has ended: cancellations end a subscription at the moment they are
+    made, so what a subscription ran in a past month no longer changes."""
+    starts, ends = period_start_at(period), period_end_at(period)
     query = (
-        select(Subscription.account_id, Subscription.id, Plan)
+        select(Subscription, Plan)
         .join(Plan, Plan.id == Subscription.plan_id)
         .where(
-            Subscription.started_at < starts,
+            Subscription.billed_from < ends,
             or_(Subscription.ended_at.is_(None), Subscription.ended_at > starts),
             ~exists().where(
                 Invoice.account_id == Subscription.account_id, Invoice.period_start == period
@@ -131,13 +154,34 @@ async def create_invoices(
         query = query.where(Subscription.account_id.in_(account_ids))
     rows = await database.run(lambda unit: _all(unit, query))
     made = 0
-    for account_id, lines in itertools.groupby(rows, key=lambda row: row[0]):
-        billed = [(subscription_id, plan) for _, subscription_id, plan in lines]
+    for account_id, subscriptions in itertools.groupby(rows, key=lambda row: row[0].account_id):
+        lines = [
+            line
+            for subscription, plan in subscriptions
+            if (line := _line(period, subscription, plan)) is not None
+        ]
+        if not lines:
+            continue
         if await database.run(
-            lambda unit: _create_invoice(unit, clock, account_id, period, billed)  # noqa: B023
+            lambda unit: _create_invoice(unit, clock, account_id, period, lines)  # noqa: B023
         ):
             made += 1
     return made
+
+
+def _line(period: date, subscription: Subscription, plan: Plan) -> _Line | None:
+    """What `subscription` owes for `period`; None when that is nothing (under half a cent)."""
+    active = active_in(period, subscription.billed_from, subscription.ended_at)
+    if active is None:
+        return None
+    amount = prorated_cents(plan.monthly_price_cents, period, *active)
+    if amount == 0:
+        return None
+    description = f"{plan.name} for {period_name(period)}"
+    if active != (period_start_at(period), period_end_at(period)):
+        start, end = active
+        description += f", {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC"
+    return _Line(subscription.id, plan, amount, description)
 
 
 async def _all(unit: UnitOfWork, query: Any) -> list[Any]:
@@ -145,11 +189,7 @@ async def _all(unit: UnitOfWork, query: Any) -> list[Any]:
 
 
 async def _create_invoice(
-    unit: UnitOfWork,
-    clock: Clock,
-    account_id: str,
-    period: date,
-    billed: list[tuple[str, Plan]],
+    unit: UnitOfWork, clock: Clock, account_id: str, period: date, lines: list[_Line]
 ) -> bool:
     session = unit.session
     now = clock.now()
@@ -160,7 +200,7 @@ async def _create_invoice(
             account_id=account_id,
             period_start=period,
             status=InvoiceStatus.OPEN,
-            total_cents=sum(plan.monthly_price_cents for _, plan in billed),
+            total_cents=sum(line.amount_cents for line in lines),
             attempt_count=0,
             issued_at=now,
             next_attempt_at=now,
@@ -174,12 +214,12 @@ async def _create_invoice(
         InvoiceLine(
             invoice_id=invoice_id,
             position=position,
-            subscription_id=subscription_id,
-            plan_id=plan.id,
-            description=f"{plan.name} for {period_name(period)}",
-            amount_cents=plan.monthly_price_cents,
+            subscription_id=line.subscription_id,
+            plan_id=line.plan.id,
+            description=line.description,
+            amount_cents=line.amount_cents,
         )
-        for position, (subscription_id, plan) in enumerate(billed, start=1)
+        for position, line in enumerate(lines, start=1)
     )
     await session.flush()
     return True

@@ -34,11 +34,13 @@ class SubscriptionOut(ResponseModel):
     currency: Currency = "USD"
     status: SubscriptionStatus
     started_at: Timestamp
-    # The period being used now (a calendar month, or what is left of it after started_at);
-    # null once the subscription has ended.
+    # The part of this calendar month it runs in (from started_at, to ended_at if that is
+    # sooner), billed in arrears once the month has ended; null once it has ended.
     current_period_start: Timestamp | None
     current_period_end: Timestamp | None
-    cancel_at_period_end: bool
+    # When DELETE ended it, the service with it (both null while it runs). Only a subscription
+    # canceled at period end before billing moved to arrears has an ended_at after its
+    # canceled_at (the 1st after it), and is active until then.
     canceled_at: Timestamp | None
     ended_at: Timestamp | None
     created_at: Timestamp
@@ -65,6 +67,7 @@ class InvoiceAttemptOut(ResponseModel):
 
 class InvoiceOut(ResponseModel):
     id: str
+    # The month billed, from its first day to its last (inclusive, as the PDF prints it).
     period_start: date
     period_end: date
     status: InvoiceStatus

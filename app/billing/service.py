@@ -1,11 +1,10 @@
 """Rules of recurring charges as clients see them: plans, subscribing and canceling, and
 reading invoices. The monthly run that makes and collects invoices is in billing/run.py.
 
-Subscriptions are billed in advance for calendar months (UTC): the invoice of a period bills
-every subscription started before the period began and not ended by then. A subscription
-started mid-month is first billed for the next period (no proration: the rest of its first
-month is free). Canceling ends it at the end of the current period; that period is not
-refunded and no later one is billed.
+Subscriptions are billed monthly in arrears (SPEC §11), by calendar month in UTC: once a
+month has ended, its invoice bills every subscription for the time it ran in that month,
+prorated to the cent (billing/periods.py). Canceling ends a subscription at once; the time it
+ran in its last month is billed with that month.
 """
 
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from sqlalchemy.orm import selectinload
 from app.accounts.models import BillingInfo
 from app.auth.principal import Principal
 from app.billing.models import Invoice, InvoiceStatus, Plan, Subscription, SubscriptionStatus
-from app.billing.periods import last_day, next_period, period_name, period_of, period_start_at
+from app.billing.periods import active_in, last_day, period_name, period_of
 from app.billing.schemas import SubscriptionIn
 from app.config import Settings
 from app.kit.clock import Clock
@@ -52,12 +51,12 @@ class SubscriptionView:
 
     @property
     def current_period(self) -> tuple[datetime, datetime] | None:
-        """The part of this calendar month the subscription covers; None once it ended."""
+        """The part of this calendar month the subscription runs in, billed once the month
+        has ended; None once it ended."""
         if self.status == SubscriptionStatus.CANCELED:
             return None
-        period = period_of(self.now)
-        start = max(period_start_at(period), self.subscription.started_at)
-        return start, period_start_at(next_period(period))
+        subscription = self.subscription
+        return active_in(period_of(self.now), subscription.started_at, subscription.ended_at)
 
 
 async def create_subscription(
@@ -66,16 +65,17 @@ async def create_subscription(
     plan = await unit.session.get(Plan, body.plan_id)
     if plan is None:
         raise validation_error("body.plan_id", "is not a plan; see GET /v1/plans")
+    now = clock.now()
     subscription = Subscription(
         id=new_id("sub"),
         account_id=principal.account_id,
         plan=plan,
-        started_at=clock.now(),
-        cancel_at_period_end=False,
+        started_at=now,
+        billed_from=now,
     )
     unit.session.add(subscription)
     await unit.session.flush()
-    return SubscriptionView(subscription, clock.now())
+    return SubscriptionView(subscription, now)
 
 
 def _subscriptions_of(principal: Principal) -> Select[Subscription]:
@@ -116,13 +116,15 @@ async def _load_subscription(
 async def cancel_subscription(
     unit: UnitOfWork, clock: Clock, principal: Principal, subscription_id: str
 ) -> SubscriptionView:
-    """End the subscription when its current period ends. Canceling again changes nothing."""
+    """End the subscription now: the time it ran in this month is billed once the month has
+    ended. Canceling one that has ended changes nothing (the same answer); one canceled at
+    period end before billing moved to arrears, and still running, ends now."""
     subscription = await _load_subscription(unit, principal, subscription_id, for_update=True)
     now = clock.now()
-    if not subscription.cancel_at_period_end:
-        subscription.cancel_at_period_end = True
-        subscription.canceled_at = now
-        subscription.ended_at = period_start_at(next_period(period_of(now)))
+    if subscription.ended_at is None or subscription.ended_at > now:
+        # Never before it started (a clock running behind the one that started it).
+        subscription.ended_at = max(now, subscription.started_at)
+        subscription.canceled_at = subscription.canceled_at or subscription.ended_at
         await unit.session.flush()
     return SubscriptionView(subscription, now)
 

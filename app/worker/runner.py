@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
-from app.billing.periods import period_of
+from app.billing.periods import period_of, previous_period
 from app.billing.run import BillingReport, collect_due, create_invoices
 from app.config import Settings
 from app.gateway.base import Gateway
@@ -79,9 +79,10 @@ class Worker:
         return report
 
     async def bill(self) -> BillingReport:
-        """Invoice the current period (once per account, whoever runs it), then make every
-        attempt that is due: first attempts and dunning retries of any period."""
-        invoiced = await create_invoices(self.database, self.clock, period_of(self.clock.now()))
+        """Invoice the month just ended (in arrears, once per account, whoever runs it), then
+        make every attempt that is due: first attempts and dunning retries of any period."""
+        last_month = previous_period(period_of(self.clock.now()))
+        invoiced = await create_invoices(self.database, self.clock, last_month)
         report = await collect_due(
             self.database, self.gateway, self.clock, BillingReport(invoiced=invoiced)
         )

@@ -16,12 +16,15 @@ from app.gateway.base import Charge, Gateway, SavedCard
 from app.kit.clock import ManualClock
 from tests.conftest import Member
 
-# Mid-November: subscriptions made now are first billed for December.
+# Mid-November: subscriptions made now run for part of November, then the whole of December.
 NOVEMBER_14 = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
+NOVEMBER = date(2026, 11, 1)
 DECEMBER = date(2026, 12, 1)
 JANUARY = date(2027, 1, 1)
-# The worker's first pass of December.
+# The worker's first passes of December and of January: they bill November, then December
+# (in arrears).
 DECEMBER_1 = datetime(2026, 12, 1, 0, 5, tzinfo=UTC)
+JANUARY_1 = datetime(2027, 1, 1, 0, 5, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -44,6 +47,14 @@ async def subscribe(
     return body
 
 
+async def cancel(client: httpx.AsyncClient, member: Member, subscription: dict[str, Any]) -> Any:
+    response = await client.delete(
+        f"/v1/subscriptions/{subscription['id']}", headers=member.headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 async def invoices_of(client: httpx.AsyncClient, member: Member) -> list[dict[str, Any]]:
     response = await client.get("/v1/invoices?limit=100", headers=member.headers)
     assert response.status_code == 200, response.text
@@ -54,6 +65,7 @@ async def invoices_of(client: httpx.AsyncClient, member: Member) -> list[dict[st
 async def invoice_of(
     client: httpx.AsyncClient, member: Member, period: date = DECEMBER
 ) -> dict[str, Any]:
+    """`member`'s one invoice of `period` (by default December: a whole month)."""
     [invoice] = [i for i in await invoices_of(client, member) if i["period_start"] == str(period)]
     return invoice
 

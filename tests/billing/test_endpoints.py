@@ -1,5 +1,5 @@
-"""Plans, subscriptions and invoices through HTTP: shapes, roles, 404s, cancel semantics, and
-the PDF receipts of invoices and deposits (SPEC §11)."""
+"""Plans, subscriptions and invoices through HTTP: shapes, roles, 404s, canceling (the service
+ends at once), and the PDF receipts of invoices and deposits (SPEC §11)."""
 
 import io
 from datetime import timedelta
@@ -12,7 +12,9 @@ from pypdf import PdfReader
 from app.kit.clock import ManualClock
 from tests.billing.conftest import (
     DECEMBER,
-    DECEMBER_1,
+    JANUARY,
+    JANUARY_1,
+    NOVEMBER_14,
     bill,
     invoice_of,
     invoices_of,
@@ -58,17 +60,20 @@ async def test_admin_and_finance_subscribe_and_read_their_subscriptions(
     finance = await add_user(admin, "finance")
     first = await subscribe(client, admin, "cloud_large")
     assert first["id"].startswith("sub_")
+    spec = {"id", "plan_id", "monthly_price", "currency", "status", "started_at", "ended_at"}
+    assert spec | {"created_at"} <= set(first)
     assert first["plan_id"] == "cloud_large"
     assert first["monthly_price"] == "80.00"
     assert first["currency"] == "USD"
     assert first["status"] == "active"
     assert first["started_at"] == "2026-11-14T10:00:00Z"
-    # The rest of November is free; December is the first period billed.
+    assert first["ended_at"] is None
+    assert first["created_at"].endswith("Z")
+    # The part of November it runs in, billed on December 1st (in arrears).
     assert first["current_period_start"] == "2026-11-14T10:00:00Z"
     assert first["current_period_end"] == "2026-12-01T00:00:00Z"
-    assert first["cancel_at_period_end"] is False
     assert first["canceled_at"] is None
-    assert first["ended_at"] is None
+    assert "cancel_at_period_end" not in first
     # The same plan twice is two servers: allowed.
     second = await subscribe(client, finance, "cloud_large")
 
@@ -112,40 +117,49 @@ async def test_a_retried_subscribe_with_the_same_idempotency_key_subscribes_once
     assert len(listed.json()["data"]) == 1
 
 
-async def test_delete_cancels_at_the_end_of_the_period_and_twice_is_the_same(
+async def test_delete_ends_the_subscription_now_and_twice_is_the_same(
     app: FastAPI, client: httpx.AsyncClient, sign_up: SignUp, clock: ManualClock
 ) -> None:
     admin = await sign_up()
     await add_card(client, admin)
     subscription = await subscribe(client, admin, "support")
-    clock.set(DECEMBER_1 + timedelta(days=9))  # December is billed, then canceled mid-month
-    await bill(app, clock, DECEMBER, admin)
+    other = await subscribe(client, admin, "cloud_small")
+    clock.set(NOVEMBER_14 + timedelta(days=26, hours=2))  # 2026-12-10 12:00
 
     canceled = await client.delete(f"/v1/subscriptions/{subscription['id']}", headers=admin.headers)
     assert canceled.status_code == 200
     body = canceled.json()
-    assert body["status"] == "active"  # until the period it was paid for ends
-    assert body["cancel_at_period_end"] is True
-    assert body["canceled_at"] == "2026-12-10T00:05:00Z"
-    assert body["ended_at"] == "2027-01-01T00:00:00Z"
-    assert body["current_period_end"] == "2027-01-01T00:00:00Z"
+    assert body == {
+        **subscription,
+        "status": "canceled",
+        "ended_at": "2026-12-10T12:00:00Z",
+        "canceled_at": "2026-12-10T12:00:00Z",
+        "current_period_start": None,
+        "current_period_end": None,
+    }
 
     clock.advance(timedelta(days=3))
     again = await client.delete(f"/v1/subscriptions/{subscription['id']}", headers=admin.headers)
     assert again.status_code == 200
     assert again.json() == body
+    read = await client.get(f"/v1/subscriptions/{subscription['id']}", headers=admin.headers)
+    assert read.json() == body
+    running = await client.get(f"/v1/subscriptions/{other['id']}", headers=admin.headers)
+    assert (running.json()["status"], running.json()["ended_at"]) == ("active", None)
 
-    clock.set(DECEMBER_1 + timedelta(days=31))  # January: ended, and not billed again
-    ended = await client.get(f"/v1/subscriptions/{subscription['id']}", headers=admin.headers)
-    assert ended.json()["status"] == "canceled"
-    assert ended.json()["current_period_start"] is None
-    assert ended.json()["current_period_end"] is None
-    report = await bill(app, clock, DECEMBER.replace(year=2027, month=1), admin)
-    assert report.invoiced == 0
-    invoices = await invoices_of(client, admin)
-    assert [(i["period_start"], i["status"], i["total"]) for i in invoices] == [
-        ("2026-12-01", "paid", "50.00")
+    # December bills the part it ran (2026-12-01 00:00 to 12-10 12:00: 9.5 days of 31, so
+    # 5000 cents x 820,800 s / 2,678,400 s = 1532.26 cents -> 15.32), January nothing of it.
+    clock.set(JANUARY_1)
+    await bill(app, clock, DECEMBER, admin)
+    invoice = await invoice_of(client, admin)
+    assert [(line["subscription_id"], line["amount"]) for line in invoice["lines"]] == [
+        (subscription["id"], "15.32"),
+        (other["id"], "20.00"),
     ]
+    clock.set(JANUARY_1 + timedelta(days=31))
+    await bill(app, clock, JANUARY, admin)
+    january = await invoice_of(client, admin, JANUARY)
+    assert [line["subscription_id"] for line in january["lines"]] == [other["id"]]
 
 
 @pytest.mark.parametrize(
@@ -175,7 +189,7 @@ async def test_a_user_role_may_not_touch_subscriptions_invoices_or_receipts(
     await add_card(client, admin)
     subscription = await subscribe(client, admin)
     paid = await deposit(client, admin, "10.00")
-    clock.set(DECEMBER_1)
+    clock.set(JANUARY_1)
     await bill(app, clock, DECEMBER, admin)
     invoice = await invoice_of(client, admin)
     url = path.format(
@@ -196,7 +210,7 @@ async def test_another_accounts_subscriptions_invoices_and_receipts_are_404(
     await add_card(client, owner)
     subscription = await subscribe(client, owner)
     paid = await deposit(client, owner, "10.00")
-    clock.set(DECEMBER_1)
+    clock.set(JANUARY_1)
     await bill(app, clock, DECEMBER, owner)
     invoice = await invoice_of(client, owner)
     for method, url in [
@@ -219,7 +233,7 @@ async def test_another_accounts_subscriptions_invoices_and_receipts_are_404(
     )
     assert_problem(listed, 422, "validation_error")
     still = await client.get(f"/v1/subscriptions/{subscription['id']}", headers=owner.headers)
-    assert still.json()["cancel_at_period_end"] is False
+    assert (still.json()["status"], still.json()["ended_at"]) == ("active", None)
 
 
 # Invoices and their PDF
@@ -237,7 +251,7 @@ async def test_an_invoice_lists_its_lines_attempts_and_payment(
     await add_card(client, admin)
     small = await subscribe(client, admin, "cloud_small")
     support = await subscribe(client, admin, "support")
-    clock.set(DECEMBER_1)
+    clock.set(JANUARY_1)
     await bill(app, clock, DECEMBER, admin)
 
     [listed] = await invoices_of(client, admin)
@@ -255,16 +269,20 @@ async def test_an_invoice_lists_its_lines_attempts_and_payment(
         (small["id"], "cloud_small", "20.00"),
         (support["id"], "support", "50.00"),
     ]
-    assert invoice["lines"][0]["description"].endswith("for December 2026")
+    # Whole months: the monthly prices, and no dates on the lines.
+    assert [line["description"] for line in invoice["lines"]] == [
+        "Cloud server, small (2 vCPU, 4 GB) for December 2026",
+        "Support plan (business hours, 4 h response) for December 2026",
+    ]
     assert invoice["payment_method"] == "card"
     assert (invoice["card_brand"], invoice["card_last4"]) == ("visa", "4242")
     assert invoice["attempt_count"] == 1
     assert invoice["next_attempt_at"] is None
-    assert invoice["issued_at"] == invoice["paid_at"] == "2026-12-01T00:05:00Z"
+    assert invoice["issued_at"] == invoice["paid_at"] == "2027-01-01T00:05:00Z"
     assert invoice["attempts"] == [
         {
             "number": 1,
-            "attempted_at": "2026-12-01T00:05:00Z",
+            "attempted_at": "2027-01-01T00:05:00Z",
             "payment_method": "card",
             "outcome": "succeeded",
             "decline_code": None,
@@ -294,7 +312,7 @@ async def test_the_invoice_pdf_holds_the_number_total_billing_info_and_only_the_
     await add_card(client, admin, VISA)
     await subscribe(client, admin, "cloud_large")
     await subscribe(client, admin, "support")
-    clock.set(DECEMBER_1)
+    clock.set(JANUARY_1)
     await bill(app, clock, DECEMBER, admin)
     invoice = await invoice_of(client, admin)
 
@@ -307,7 +325,7 @@ async def test_the_invoice_pdf_holds_the_number_total_billing_info_and_only_the_
     assert "50.00" in text
     assert "Receipt" in text
     assert "December 2026 (2026-12-01 to 2026-12-31)" in text
-    assert "Paid on 2026-12-01" in text
+    assert "Paid on 2027-01-01" in text
     assert "Visa ending 4242" in text
     assert VISA not in text
     assert VISA not in response.content.decode("latin-1")
@@ -323,7 +341,7 @@ async def test_an_open_invoice_pdf_says_when_the_next_attempt_is(
 ) -> None:
     admin = await sign_up(company_name=None)
     await subscribe(client, admin, "support")  # no card on file
-    clock.set(DECEMBER_1)
+    clock.set(JANUARY_1)
     await bill(app, clock, DECEMBER, admin)
     invoice = await invoice_of(client, admin)
     assert invoice["status"] == "open"
@@ -331,7 +349,7 @@ async def test_an_open_invoice_pdf_says_when_the_next_attempt_is(
     text = pdf_text(await client.get(f"/v1/invoices/{invoice['id']}.pdf", headers=admin.headers))
     assert "Invoice" in text
     assert "50.00 USD" in text
-    assert "next attempt on 2026-12-02" in text
+    assert "next attempt on 2027-01-02" in text
     assert admin.email in text  # no billing information: the account's own
 
 
