@@ -20,7 +20,10 @@ class PlanOut(ResponseModel):
 
 
 class PlanList(ResponseModel):
+    """Every plan: `has_more` is always false (SPEC §1: every list carries it)."""
+
     data: list[PlanOut]
+    has_more: bool = False
 
 
 class SubscriptionIn(RequestModel):

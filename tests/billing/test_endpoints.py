@@ -42,6 +42,7 @@ async def test_plans_are_listed_with_a_monthly_price_for_every_role(
     user = await add_user(await sign_up(), "user")
     response = await client.get("/v1/plans", headers=user.headers)
     assert response.status_code == 200
+    assert response.json()["has_more"] is False
     plans = {plan["id"]: plan for plan in response.json()["data"]}
     assert {"cloud_small", "cloud_large", "support"} <= set(plans)
     assert plans["cloud_small"]["monthly_price"] == "20.00"
