@@ -63,7 +63,11 @@ async def seed_accounts(base_url: str, count: int, parallel: int = 4) -> list[Se
 
 async def fund(database_url: str, account_ids: list[str], cents: int = FUNDING_CENTS) -> None:
     """Credit each account with an `adjustment` entry, as `billing adjust-balance` does."""
-    settings = Settings(database_url=database_url, secret_key=secrets.token_urlsafe(32))
+    settings = Settings(
+        database_url=database_url,
+        secret_key=secrets.token_urlsafe(32),
+        environment="development",  # the bench database: the sandbox is fine
+    )
     database = Database(create_engine(settings))
     try:
         for account_id in account_ids:
