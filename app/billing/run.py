@@ -463,16 +463,12 @@ async def _schedule_retry(unit: UnitOfWork, invoice: Invoice) -> None:
 async def _pending_attempts(
     unit: UnitOfWork, older_than: timedelta | None
 ) -> list[payments.Pending]:
-    age = func.clock_timestamp() - InvoiceAttempt.created_at
     query = (
-        select(InvoiceAttempt, Invoice.account_id, age)
+        select(InvoiceAttempt, Invoice.account_id)
         .join(Invoice, Invoice.id == InvoiceAttempt.invoice_id)
         .where(InvoiceAttempt.outcome == AttemptOutcome.PENDING)
-        .order_by(InvoiceAttempt.created_at)
     )
-    if older_than is not None:
-        query = query.where(age > older_than)
-    rows = await unit.session.execute(query.limit(500))
+    rows = await payments.pending_rows(unit, query, InvoiceAttempt.created_at, older_than)
     return [
         payments.Pending(
             "invoice",

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from app.accounts.models import Account, BillingInfo
@@ -219,15 +219,8 @@ async def settle_deposit(
 async def _pending_deposits(
     unit: UnitOfWork, older_than: timedelta | None
 ) -> list[payments.Pending]:
-    age = func.clock_timestamp() - Deposit.created_at
-    query = (
-        select(Deposit, age)
-        .where(Deposit.status == DepositStatus.PENDING)
-        .order_by(Deposit.created_at)
-    )
-    if older_than is not None:
-        query = query.where(age > older_than)
-    rows = await unit.session.execute(query.limit(500))
+    query = select(Deposit).where(Deposit.status == DepositStatus.PENDING)
+    rows = await payments.pending_rows(unit, query, Deposit.created_at, older_than)
     return [
         payments.Pending("deposit", d.id, d.account_id, d.amount_cents, d.created_at, wait)
         for d, wait in rows

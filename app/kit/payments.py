@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy import Select, func
+
 from app.gateway.base import CardDeclined, Charge, Gateway, GatewayError, GatewayUnavailable, Refund
 from app.kit.clock import Clock
 from app.kit.db import UnitOfWork
@@ -122,6 +124,23 @@ class PendingKind:
     list_pending: Callable[[UnitOfWork, timedelta | None], Awaitable[list[Pending]]]
     # Ask the gateway and settle (on the clock given): False when its answer is still unknown.
     resolve: Callable[[UnitOfWork, Gateway, Clock, Pending], Awaitable[bool]]
+
+
+# At most this many of one kind per pass: the reconciler's next pass takes the rest.
+_PENDING_BATCH = 500
+
+
+async def pending_rows(
+    unit: UnitOfWork, query: Select[*tuple[Any, ...]], since: Any, older_than: timedelta | None
+) -> list[Any]:
+    """The rows of `query` (what is pending of one kind) with their age by the database's
+    clock (the one that stamped them, so hosts agree) as a last column: those pending longer
+    than `older_than` (all with None), oldest first."""
+    age = func.clock_timestamp() - since
+    query = query.add_columns(age).order_by(since).limit(_PENDING_BATCH)
+    if older_than is not None:
+        query = query.where(age > older_than)
+    return list((await unit.session.execute(query)).all())
 
 
 def charge_kind(

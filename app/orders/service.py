@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import asyncpg
 from fastapi import Response
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from app.auth.models import Integration
 from app.auth.principal import Principal
@@ -372,16 +372,13 @@ async def _pending_orders(
     unit: UnitOfWork, older_than: timedelta | None, *, refunds: bool
 ) -> list[payments.Pending]:
     since = CertificateOrder.canceled_at if refunds else CertificateOrder.created_at
-    age = func.clock_timestamp() - since
     unsettled = (
         CertificateOrder.refund_status == RefundStatus.PENDING
         if refunds
         else CertificateOrder.status == OrderStatus.PENDING_PAYMENT
     )
-    query = select(CertificateOrder, age).where(unsettled).order_by(since)
-    if older_than is not None:
-        query = query.where(age > older_than)
-    rows = await unit.session.execute(query.limit(500))
+    query = select(CertificateOrder).where(unsettled)
+    rows = await payments.pending_rows(unit, query, since, older_than)
     kind = "refund" if refunds else "order"
     return [
         payments.Pending(kind, o.id, o.account_id, o.amount_cents, o.created_at, wait)
