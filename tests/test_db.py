@@ -109,3 +109,18 @@ async def test_orm_and_plain_sql_share_one_transaction(app: FastAPI) -> None:
 
     with pytest.raises(Abort):
         await app.state.database.run(work)
+
+
+async def test_a_database_error_does_not_carry_its_bound_parameters(app: FastAPI) -> None:
+    # SQLAlchemy prints the parameters of a failed statement in its message unless told not
+    # to (hide_parameters); a parameter may be an email, a token's subject or a digest, and
+    # messages reach logs.
+    async def work(unit: UnitOfWork) -> object:
+        return await unit.session.scalar(
+            text("SELECT CAST(:value AS bigint) / 0"), {"value": 4242424242}
+        )
+
+    with pytest.raises(DBAPIError) as raised:
+        await app.state.database.run(work)
+    assert "division by zero" in str(raised.value)
+    assert "4242424242" not in str(raised.value)
