@@ -122,10 +122,7 @@ IdempotencyClaimDep = Annotated[idempotency.Claim, Depends(_read_claim)]
 
 async def _reserved_key(request: Request) -> str:
     """The key the guard reserved, for a service that records it on what it creates."""
-    claim: idempotency.Claim | None = request.state.idempotency
-    if claim is None:
-        raise idempotency.key_required()
-    return claim.key
+    return (await _read_claim(request)).key
 
 
 IdempotencyKeyDep = Annotated[str, Depends(_reserved_key)]

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import SignUp
+from tests.conftest import Member, SignUp
 from tests.money import add_card, key
 from tests.problems import assert_problem, error_fields
 
@@ -40,17 +40,22 @@ BAD_AMOUNTS = [
 ]
 
 
+async def deposit_raw(client: httpx.AsyncClient, admin: Member, amount: str) -> httpx.Response:
+    """A deposit whose amount is the JSON text given, as a client would write it."""
+    await add_card(client, admin)
+    return await client.post(
+        "/v1/finance/deposits",
+        headers={**admin.headers, "Idempotency-Key": key(), "Content-Type": "application/json"},
+        content=f'{{"amount": {amount}}}'.encode(),
+    )
+
+
 @pytest.mark.parametrize("amount", BAD_AMOUNTS)
 async def test_a_deposit_of_a_malformed_amount_is_422_and_charges_nothing(
     client: httpx.AsyncClient, sign_up: SignUp, amount: str
 ) -> None:
     admin = await sign_up()
-    await add_card(client, admin)
-    response = await client.post(
-        "/v1/finance/deposits",
-        headers={**admin.headers, "Idempotency-Key": key(), "Content-Type": "application/json"},
-        content=f'{{"amount": {amount}}}'.encode(),
-    )
+    response = await deposit_raw(client, admin, amount)
     problem = assert_problem(response, 422, "validation_error")
     assert error_fields(problem) == {"body.amount"}
     deposits = await client.get("/v1/finance/deposits", headers=admin.headers)
@@ -66,12 +71,7 @@ async def test_a_deposit_of_a_well_formed_amount_is_credited_exactly(
     client: httpx.AsyncClient, sign_up: SignUp, amount: str, credited: str
 ) -> None:
     admin = await sign_up()
-    await add_card(client, admin)
-    response = await client.post(
-        "/v1/finance/deposits",
-        headers={**admin.headers, "Idempotency-Key": key(), "Content-Type": "application/json"},
-        content=f'{{"amount": {amount}}}'.encode(),
-    )
+    response = await deposit_raw(client, admin, amount)
     assert response.status_code == 201, response.text
     assert response.json()["amount"] == credited
     balance = await client.get("/v1/finance/balance", headers=admin.headers)
