@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     outbox_retry_base_seconds: float = 5.0
     outbox_retry_max_seconds: float = 3600.0
 
+    # Webhooks (SPEC §12). Hosts named here may be reached over http:// and on private
+    # addresses (local development: 127.0.0.1, localhost).
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = []
+    # Seconds to wait before each retry of a failed delivery: 5 s, 5 min, 30 min, 2 h, 5 h,
+    # 10 h, then every 10 h, about 3 days in all (12 attempts).
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = [
+        5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000, 36000,
+    ]  # fmt: skip
+    webhook_timeout_seconds: float = 10.0
+    webhook_disable_after_seconds: float = 5 * 24 * 3600.0
+    webhook_secret_overlap_seconds: float = 24 * 3600.0
+    webhook_event_retention_days: int = 30
+
     deposit_min_cents: int = 1_000
     deposit_max_cents: int = 10_000_000
 
@@ -95,12 +108,33 @@ class Settings(BaseSettings):
             raise ValueError("RECONCILE_AFTER_SECONDS must be longer than GATEWAY_TIMEOUT_SECONDS")
         return self
 
-    @field_validator("cors_origins", mode="before")
+    @model_validator(mode="after")
+    def _lease_outlasts_a_delivery(self) -> "Settings":
+        # A webhook still being sent when its lease ends would be sent twice meanwhile.
+        if self.outbox_lease_seconds <= self.webhook_timeout_seconds:
+            raise ValueError("OUTBOX_LEASE_SECONDS must be longer than WEBHOOK_TIMEOUT_SECONDS")
+        return self
+
+    @field_validator(
+        "cors_origins", "webhook_allowed_hosts", "webhook_retry_schedule", mode="before"
+    )
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("webhook_allowed_hosts", mode="after")
+    @classmethod
+    def _lower_case_hosts(cls, hosts: list[str]) -> list[str]:
+        return [host.lower().strip("[]") for host in hosts]
+
+    @field_validator("webhook_retry_schedule", mode="after")
+    @classmethod
+    def _positive_delays(cls, delays: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in delays):
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE holds seconds greater than zero")
+        return delays
 
 
 @lru_cache

@@ -26,6 +26,8 @@ from app.middleware import HttpEnvelopeMiddleware
 from app.ops.router import router as ops_router
 from app.orders.router import router as orders_router
 from app.payment_methods.router import router as card_router
+from app.webhooks.router import router as webhooks_router
+from app.webhooks.urls import UrlGuard
 from app.worker.runner import Worker
 
 API_VERSION = "1.0.0"
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.state.database = database
     app.state.gateway = gateway
     app.state.clock = clock
+    app.state.webhook_guard = UrlGuard(frozenset(settings.webhook_allowed_hosts))
 
     # Routes are matched one after another, in this order: the hot path (orders, then the
     # balance) first.
@@ -80,6 +83,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         me_router,
         card_router,
         billing_router,
+        webhooks_router,
     )
     for router in routers:
         app.include_router(router)

@@ -32,3 +32,13 @@ BILLING_INVOICES = Counter(
 WORKER_LAST_RUN = Gauge(
     "worker_last_run_timestamp_seconds", "When a worker task last completed.", ["task"]
 )
+WEBHOOK_DELIVERIES = Counter(
+    "webhook_deliveries_total",
+    "Webhook delivery attempts by outcome (succeeded, failed; dropped: nothing left to "
+    "deliver to, the endpoint deleted, disabled or unsubscribed).",
+    ["outcome"],
+)
+WEBHOOK_QUEUE_AGE = Gauge(
+    "webhook_queue_age_seconds",
+    "How long the oldest due webhook delivery has waited past its time (0: none late).",
+)

@@ -8,6 +8,7 @@ from app.kit.idempotency import IdempotencyKey
 from app.kit.outbox import OutboxMessage
 from app.orders.models import CertificateOrder, Product
 from app.payment_methods.models import Card, FinanceSettings
+from app.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
     "Account",
@@ -29,4 +30,7 @@ __all__ = [
     "Product",
     "Subscription",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]

@@ -4,16 +4,14 @@ from fastapi import APIRouter, Response
 
 from app.auth.principal import RequireFinance, RequireMember
 from app.billing import service
-from app.billing.models import Invoice, Plan
-from app.billing.periods import last_day
+from app.billing.models import Plan
 from app.billing.schemas import (
-    InvoiceAttemptOut,
-    InvoiceLineOut,
     InvoiceOut,
     PlanList,
     PlanOut,
     SubscriptionIn,
     SubscriptionOut,
+    invoice_out,
 )
 from app.billing.service import SubscriptionView
 from app.deps import ClockDep, SettingsDep
@@ -42,46 +40,6 @@ def _subscription_out(view: SubscriptionView) -> SubscriptionOut:
         canceled_at=subscription.canceled_at,
         ended_at=subscription.ended_at,
         created_at=subscription.created_at,
-    )
-
-
-def _invoice_out(invoice: Invoice) -> InvoiceOut:
-    return InvoiceOut(
-        id=invoice.id,
-        period_start=invoice.period_start,
-        period_end=last_day(invoice.period_start),
-        status=invoice.status,
-        total=invoice.total_cents,
-        lines=[
-            InvoiceLineOut(
-                subscription_id=line.subscription_id,
-                plan_id=line.plan_id,
-                description=line.description,
-                amount=line.amount_cents,
-            )
-            for line in invoice.lines
-        ],
-        payment_method=invoice.payment_method,
-        card_brand=invoice.card_brand,
-        card_last4=invoice.card_last4,
-        attempt_count=invoice.attempt_count,
-        next_attempt_at=invoice.next_attempt_at,
-        attempts=[
-            InvoiceAttemptOut(
-                number=attempt.number,
-                attempted_at=attempt.attempted_at,
-                payment_method=attempt.payment_method,
-                outcome=attempt.outcome,
-                decline_code=attempt.decline_code,
-                failure_code=attempt.failure_code,
-                card_brand=attempt.card_brand,
-                card_last4=attempt.card_last4,
-            )
-            for attempt in invoice.attempts
-        ],
-        issued_at=invoice.issued_at,
-        paid_at=invoice.paid_at,
-        created_at=invoice.created_at,
     )
 
 
@@ -138,7 +96,7 @@ async def list_invoices(
     principal: RequireFinance, unit: Unit, page: PageParams
 ) -> Page[InvoiceOut]:
     invoices, has_more = await service.list_invoices(unit, principal, page)
-    return Page(data=[_invoice_out(invoice) for invoice in invoices], has_more=has_more)
+    return Page(data=[invoice_out(invoice) for invoice in invoices], has_more=has_more)
 
 
 # Before /invoices/{invoice_id}, which would take "inv_x.pdf" for an id.
@@ -157,4 +115,4 @@ async def get_invoice_pdf(
 
 @router.get("/invoices/{invoice_id}", response_model=InvoiceOut, summary="An invoice")
 async def get_invoice(invoice_id: str, principal: RequireFinance, unit: Unit) -> InvoiceOut:
-    return _invoice_out(await service.get_invoice(unit, principal, invoice_id))
+    return invoice_out(await service.get_invoice(unit, principal, invoice_id))

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import selectinload
 
 from app.accounts.models import Account
 from app.billing.models import (
@@ -46,6 +47,7 @@ from app.billing.periods import (
     period_start_at,
     prorated_cents,
 )
+from app.billing.schemas import invoice_out
 from app.finance.ledger import post_entry
 from app.finance.models import LedgerEntryType
 from app.gateway.base import Charge, Gateway
@@ -56,6 +58,8 @@ from app.kit.errors import ApiError
 from app.kit.ids import new_id
 from app.payment_methods.models import Card, PaymentMethod
 from app.payment_methods.settings import load_payment_settings
+from app.webhooks.events import queue_event
+from app.webhooks.models import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -422,11 +426,17 @@ async def settle_attempt(
 async def _apply_outcome(
     unit: UnitOfWork, invoice: Invoice, attempt: InvoiceAttempt, now: datetime
 ) -> None:
-    """Move the invoice on after a settled attempt; a pending one leaves it waiting."""
+    """Move the invoice on after a settled attempt; a pending one leaves it waiting. A paid
+    invoice raises invoice.paid, a failed attempt invoice.payment_failed (not a charge the
+    gateway never made: that one is ours to retry, not the customer's to hear of)."""
+    event: EventType | None = None
     if attempt.outcome == AttemptOutcome.SUCCEEDED:
         invoice.status = InvoiceStatus.PAID
         invoice.paid_at = attempt.attempted_at  # when the money moved, if we learn it later
+        event = EventType.INVOICE_PAID
     elif attempt.outcome in _FAILED:
+        if attempt.failure_code != CHARGE_NOT_MADE:
+            event = EventType.INVOICE_PAYMENT_FAILED
         if invoice.attempt_count >= MAX_ATTEMPTS:
             invoice.status = InvoiceStatus.UNCOLLECTIBLE
         elif attempt.failure_code == CHARGE_NOT_MADE:
@@ -434,6 +444,15 @@ async def _apply_outcome(
         else:
             await _schedule_retry(unit, invoice)
     await unit.session.flush()
+    if event is not None:
+        shown = await unit.session.scalar(
+            select(Invoice)
+            .where(Invoice.id == invoice.id)
+            .options(selectinload(Invoice.lines), selectinload(Invoice.attempts))
+            .execution_options(populate_existing=True)
+        )
+        assert shown is not None
+        await queue_event(unit, invoice.account_id, event, invoice_out(shown))
 
 
 async def _schedule_retry(unit: UnitOfWork, invoice: Invoice) -> None:

@@ -5,7 +5,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from app.billing.models import AttemptOutcome, InvoiceStatus, SubscriptionStatus
+from app.billing.models import AttemptOutcome, Invoice, InvoiceStatus, SubscriptionStatus
+from app.billing.periods import last_day
 from app.finance.schemas import Currency
 from app.kit.money import Amount
 from app.kit.schemas import RequestModel, ResponseModel, Timestamp
@@ -86,3 +87,43 @@ class InvoiceOut(ResponseModel):
     issued_at: Timestamp
     paid_at: Timestamp | None
     created_at: Timestamp
+
+
+def invoice_out(invoice: Invoice) -> InvoiceOut:
+    return InvoiceOut(
+        id=invoice.id,
+        period_start=invoice.period_start,
+        period_end=last_day(invoice.period_start),
+        status=invoice.status,
+        total=invoice.total_cents,
+        lines=[
+            InvoiceLineOut(
+                subscription_id=line.subscription_id,
+                plan_id=line.plan_id,
+                description=line.description,
+                amount=line.amount_cents,
+            )
+            for line in invoice.lines
+        ],
+        payment_method=invoice.payment_method,
+        card_brand=invoice.card_brand,
+        card_last4=invoice.card_last4,
+        attempt_count=invoice.attempt_count,
+        next_attempt_at=invoice.next_attempt_at,
+        attempts=[
+            InvoiceAttemptOut(
+                number=attempt.number,
+                attempted_at=attempt.attempted_at,
+                payment_method=attempt.payment_method,
+                outcome=attempt.outcome,
+                decline_code=attempt.decline_code,
+                failure_code=attempt.failure_code,
+                card_brand=attempt.card_brand,
+                card_last4=attempt.card_last4,
+            )
+            for attempt in invoice.attempts
+        ],
+        issued_at=invoice.issued_at,
+        paid_at=invoice.paid_at,
+        created_at=invoice.created_at,
+    )

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Response
 from app.auth.principal import RequireDepositor, RequireFinance, RequireMember
 from app.deps import GatewayDep, SettingsDep
 from app.finance import service
-from app.finance.models import Deposit, DepositStatus, LedgerEntry
+from app.finance.models import DepositStatus, LedgerEntry
 from app.finance.schemas import (
     BalanceOut,
     DepositIn,
@@ -13,6 +13,7 @@ from app.finance.schemas import (
     FinanceSettingsOut,
     FinanceSettingsPatch,
     TransactionOut,
+    deposit_out,
 )
 from app.kit.errors import ApiError
 from app.kit.pagination import Page, PageParams
@@ -30,18 +31,6 @@ def _settings_out(settings: PaymentSettings) -> FinanceSettingsOut:
         default_payment_method=settings.default_payment_method,
         low_balance_threshold=settings.low_balance_threshold_cents,
         notification_emails=settings.notification_emails,
-    )
-
-
-def deposit_out(deposit: Deposit) -> DepositOut:
-    return DepositOut(
-        id=deposit.id,
-        amount=deposit.amount_cents,
-        status=deposit.status,
-        balance_after=deposit.balance_after_cents,
-        failure_code=deposit.failure_code,
-        decline_code=deposit.decline_code,
-        created_at=deposit.created_at,
     )
 
 

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from app.accounts.schemas import Email
-from app.finance.models import DepositStatus, LedgerEntryType
+from app.finance.models import Deposit, DepositStatus, LedgerEntryType
 from app.kit.money import Amount, AmountIn, AmountOrZeroIn
 from app.kit.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
 from app.payment_methods.models import PaymentMethod
@@ -67,3 +67,15 @@ class TransactionOut(ResponseModel):
     invoice_id: str | None
     description: str
     created_at: Timestamp
+
+
+def deposit_out(deposit: Deposit) -> DepositOut:
+    return DepositOut(
+        id=deposit.id,
+        amount=deposit.amount_cents,
+        status=deposit.status,
+        balance_after=deposit.balance_after_cents,
+        failure_code=deposit.failure_code,
+        decline_code=deposit.decline_code,
+        created_at=deposit.created_at,
+    )

@@ -17,7 +17,7 @@ from app.auth.principal import Principal
 from app.config import Settings
 from app.finance.ledger import Posting, post_entry
 from app.finance.models import Deposit, DepositStatus, LedgerEntry, LedgerEntryType
-from app.finance.schemas import FinanceSettingsPatch
+from app.finance.schemas import FinanceSettingsPatch, deposit_out
 from app.gateway.base import Charge, Gateway
 from app.kit import payments
 from app.kit.db import UnitOfWork
@@ -28,6 +28,8 @@ from app.kit.pagination import PageRequest, paginate
 from app.payment_methods.models import Card, FinanceSettings, PaymentMethod
 from app.payment_methods.settings import PaymentSettings, load_payment_settings, settings_of
 from app.receipts import Receipt, ReceiptLine, billed_to, card_label, render_pdf
+from app.webhooks.events import queue_event
+from app.webhooks.models import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +200,9 @@ async def settle_deposit(
             assert posting is not None  # a credit always posts
             deposit.balance_after_cents = posting.balance_after_cents
             await session.flush()
+            await queue_event(
+                unit, deposit.account_id, EventType.DEPOSIT_SUCCEEDED, deposit_out(deposit)
+            )
     else:
         deposit = await session.scalar(
             update(Deposit)
@@ -211,6 +216,10 @@ async def settle_deposit(
             .returning(Deposit),
             execution_options={"populate_existing": True},
         )
+        if deposit is not None:
+            await queue_event(
+                unit, deposit.account_id, EventType.DEPOSIT_FAILED, deposit_out(deposit)
+            )
     if deposit is None:  # settled already, by a reconciler or an earlier call
         deposit = await session.get_one(Deposit, deposit_id, populate_existing=True)
     return deposit

@@ -39,6 +39,8 @@ class OutboxStatus(StrEnum):
     DELIVERED = "delivered"
     LOGGED = "logged"
     DEAD = "dead"
+    # Nothing left to deliver it to (a webhook endpoint deleted, disabled or unsubscribed).
+    DROPPED = "dropped"
 
 
 class OutboxMessage(Base):

@@ -9,7 +9,7 @@ from app.kit.pagination import Page, PageParams
 from app.kit.routing import IDEMPOTENCY_REQUIRED, ApiRoute, IdempotencyClaimDep, Unit
 from app.orders import service
 from app.orders.models import CertificateOrder, OrderStatus, Product
-from app.orders.schemas import OrderIn, OrderOut, ProductList, ProductOut
+from app.orders.schemas import OrderIn, OrderOut, ProductList, ProductOut, order_out
 
 router = APIRouter(prefix="/v1", tags=["orders"], route_class=ApiRoute)
 
@@ -22,23 +22,6 @@ def _product_out(product: Product) -> ProductOut:
         wildcard=product.wildcard,
         price_per_year=product.price_per_year_cents,
         price_per_extra_san=product.price_per_extra_san_cents,
-    )
-
-
-def order_out(order: CertificateOrder) -> OrderOut:
-    return OrderOut(
-        id=order.id,
-        product_id=order.product_id,
-        common_name=order.common_name,
-        sans=order.sans,
-        validity_years=order.validity_years,
-        amount=order.amount_cents,
-        payment_method=order.payment_method,
-        status=order.status,
-        failure_code=order.failure_code,
-        decline_code=order.decline_code,
-        created_at=order.created_at,
-        canceled_at=order.canceled_at,
     )
 
 

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 from app.finance.schemas import Currency
 from app.kit.money import Amount
 from app.kit.schemas import RequestModel, ResponseModel, Timestamp
-from app.orders.models import OrderStatus, ValidationLevel
+from app.orders.models import CertificateOrder, OrderStatus, ValidationLevel
 from app.payment_methods.models import PaymentMethod
 
 MAX_SANS = 250
@@ -85,3 +85,20 @@ class OrderOut(ResponseModel):
     decline_code: str | None
     created_at: Timestamp
     canceled_at: Timestamp | None
+
+
+def order_out(order: CertificateOrder) -> OrderOut:
+    return OrderOut(
+        id=order.id,
+        product_id=order.product_id,
+        common_name=order.common_name,
+        sans=order.sans,
+        validity_years=order.validity_years,
+        amount=order.amount_cents,
+        payment_method=order.payment_method,
+        status=order.status,
+        failure_code=order.failure_code,
+        decline_code=order.decline_code,
+        created_at=order.created_at,
+        canceled_at=order.canceled_at,
+    )

@@ -30,9 +30,11 @@ from app.kit.errors import ApiError, NotFound, validation_error
 from app.kit.ids import new_id
 from app.kit.pagination import PageRequest, paginate
 from app.orders.models import CertificateOrder, OrderStatus, Product, RefundStatus
-from app.orders.schemas import OrderIn
+from app.orders.schemas import OrderIn, order_out
 from app.payment_methods.models import Card, PaymentMethod
 from app.payment_methods.settings import PaymentSettings, load_payment_settings
+from app.webhooks.events import queue_event
+from app.webhooks.models import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +282,9 @@ async def settle_card_order(
         execution_options={"populate_existing": True},
     )
     if order is None:  # settled already, by a reconciler or an earlier call
-        order = await unit.session.get_one(CertificateOrder, order_id, populate_existing=True)
+        return await unit.session.get_one(CertificateOrder, order_id, populate_existing=True)
+    if order.status == OrderStatus.PAID:
+        await queue_event(unit, order.account_id, EventType.ORDER_PAID, order_out(order))
     return order
 
 
@@ -323,6 +327,7 @@ async def cancel_order(
         )
     order.status = OrderStatus.CANCELED
     order.canceled_at = datetime.now(UTC)
+    await queue_event(unit, order.account_id, EventType.ORDER_CANCELED, order_out(order))
     if order.payment_method == PaymentMethod.BALANCE:
         await post_entry(
             unit,

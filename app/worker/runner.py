@@ -26,8 +26,11 @@ from app.metrics import (
     OUTBOX_MESSAGES,
     OUTBOX_PENDING,
     RECONCILED,
+    WEBHOOK_QUEUE_AGE,
     WORKER_LAST_RUN,
 )
+from app.webhooks.delivery import WebhookSender, webhook_queue_age
+from app.webhooks.service import WEBHOOK_TOPIC
 from app.worker.email import EMAIL_TOPIC, Mailer, PermanentFailure, build_message, create_mailer
 from app.worker.reconcile import ReconcileReport, reconcile_pending
 
@@ -38,7 +41,7 @@ logger = logging.getLogger(__name__)
 _PRUNE = (
     "DELETE FROM idempotency_key WHERE created_at < clock_timestamp() - interval '25 hours'",
     "DELETE FROM auth_event WHERE created_at < clock_timestamp() - interval '31 days'",
-    "DELETE FROM outbox_message WHERE status IN ('delivered', 'logged')"
+    "DELETE FROM outbox_message WHERE status IN ('delivered', 'logged', 'dropped')"
     " AND delivered_at < clock_timestamp() - interval '30 days'",
 )
 
@@ -51,12 +54,14 @@ class Worker:
         gateway: Gateway,
         mailer: Mailer | None = None,
         clock: Clock | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
         self.gateway = gateway
         self.mailer = mailer or create_mailer(settings)
         self.clock = clock or SystemClock()
+        self.webhooks = webhooks or WebhookSender(settings, database)
 
     # One pass of each task: what the schedule runs, and what tests and the CLI call.
 
@@ -96,10 +101,24 @@ class Worker:
         async def work(unit: UnitOfWork) -> None:
             for statement in _PRUNE:
                 await unit.session.execute(text(statement))
+            # Events, kept for the events API (SPEC §12: 30 days), with their attempts.
+            await unit.session.execute(
+                text(
+                    "DELETE FROM webhook_event"
+                    " WHERE created_at < clock_timestamp() - make_interval(days => :days)"
+                ),
+                {"days": self.settings.webhook_event_retention_days},
+            )
 
         await self.database.run(work)
 
     async def _deliver(self, message: outbox.Claimed) -> None:
+        if message.topic == WEBHOOK_TOPIC:
+            await self.webhooks.deliver(message)  # its own retry schedule and records
+        else:
+            await self._send_email(message)
+
+    async def _send_email(self, message: outbox.Claimed) -> None:
         try:
             if message.topic != EMAIL_TOPIC:
                 raise PermanentFailure(f"no handler for topic {message.topic!r}")
@@ -141,6 +160,12 @@ class Worker:
         """Run every task on its schedule until cancelled."""
         logger.info("worker started")
         settings = self.settings
+        try:
+            await self._run_tasks(settings)
+        finally:
+            await self.webhooks.aclose()
+
+    async def _run_tasks(self, settings: Settings) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._drain_forever())
             group.create_task(
@@ -154,6 +179,7 @@ class Worker:
             try:
                 claimed = await self.deliver_due()
                 OUTBOX_PENDING.set(await self.database.run(outbox.pending_count))
+                WEBHOOK_QUEUE_AGE.set(await self.database.run(webhook_queue_age))
                 WORKER_LAST_RUN.labels("outbox").set(time.time())
             except Exception:
                 logger.exception("outbox delivery pass failed")

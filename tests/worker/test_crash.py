@@ -112,6 +112,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_counts_nothing_twice(
         run_worker=True,
         reconcile_after_seconds=3,
         outbox_lease_seconds=2,
+        webhook_timeout_seconds=1,
     )
     accounts = await watched_accounts(client, sign_up)
     ids = [a.account_id for a in accounts]
