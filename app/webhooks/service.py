@@ -193,6 +193,12 @@ async def resend(
             "The endpoint is disabled; enable it (PATCH status) before resending to it.",
         )
     event = await get_event(unit, settings, principal, event_id)
+    if event.type.value not in endpoint.events:
+        raise ApiError(
+            "webhook_event_not_subscribed",
+            409,
+            f"The endpoint does not subscribe to {event.type}; add it to its events first.",
+        )
     session = unit.session
     waiting: WebhookDelivery | None = await session.scalar(
         update(WebhookDelivery)

@@ -212,6 +212,23 @@ async def test_an_event_is_resent_on_request_under_its_id(
     rows = await deliveries(client, admin, endpoint["id"])
     assert [(d["attempt"], d["status"]) for d in rows] == [(2, "succeeded"), (1, "succeeded")]
 
+    metrics = (await client.get("/metrics")).text
+    assert 'webhook_deliveries_total{outcome="succeeded"}' in metrics
+    assert "webhook_queue_age_seconds" in metrics
+
+    narrowed = await client.patch(
+        f"/v1/webhook-endpoints/{endpoint['id']}",
+        headers=admin.headers,
+        json={"events": ["order.paid"]},
+    )
+    assert narrowed.status_code == 200
+    unsubscribed = await client.post(
+        f"/v1/webhook-endpoints/{endpoint['id']}/resend",
+        headers=admin.headers,
+        json={"event_id": event_id},
+    )
+    assert_problem(unsubscribed, 409, "webhook_event_not_subscribed")
+
     disabled = await client.patch(
         f"/v1/webhook-endpoints/{endpoint['id']}",
         headers=admin.headers,
