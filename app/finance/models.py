@@ -34,6 +34,13 @@ class DepositStatus(StrEnum):
     FAILED = "failed"
 
 
+class DepositSource(StrEnum):
+    """Who made a deposit: a request to the API, or the automatic top-up (SPEC §14)."""
+
+    API = "api"
+    AUTO_TOP_UP = "auto_top_up"
+
+
 class AccountBalance(Base):
     """The running balance and the sequence number of the last ledger entry.
 
@@ -113,6 +120,14 @@ class Deposit(Base):
         UniqueConstraint("account_id", "idempotency_key", name="uq_deposit_account_id_key"),
         Index("ix_deposit_account_id_created_at", "account_id", "created_at"),
         Index("ix_deposit_pending", "created_at", postgresql_where="status = 'pending'"),
+        CheckConstraint(sql_in("source", DepositSource), name="source"),
+        # At most one automatic top-up pending per account, whatever races.
+        Index(
+            "uq_deposit_one_pending_auto_top_up",
+            "account_id",
+            unique=True,
+            postgresql_where="source = 'auto_top_up' AND status = 'pending'",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -128,3 +143,8 @@ class Deposit(Base):
     balance_after_cents: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = created_at_column()
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    source: Mapped[DepositSource] = mapped_column(
+        StateColumn(DepositSource, 20), server_default=DepositSource.API.value
+    )
+    # An automatic top-up's charge begun by the worker: only then may the reconciler ask.
+    charge_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -7,6 +7,7 @@ from app.deps import GatewayDep, SettingsDep
 from app.finance import service
 from app.finance.models import DepositStatus, LedgerEntry
 from app.finance.schemas import (
+    AutoTopUpOut,
     BalanceOut,
     DepositIn,
     DepositOut,
@@ -18,7 +19,7 @@ from app.finance.schemas import (
 from app.kit.errors import ApiError
 from app.kit.pagination import Page, PageParams
 from app.kit.routing import IDEMPOTENCY_REQUIRED, ApiRoute, IdempotencyKeyDep, Unit
-from app.payment_methods.settings import PaymentSettings
+from app.payment_methods.settings import AutoTopUp, PaymentSettings
 from app.receipts import PDF_RESPONSES, pdf_response
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"], route_class=ApiRoute)
@@ -31,6 +32,19 @@ def _settings_out(settings: PaymentSettings) -> FinanceSettingsOut:
         default_payment_method=settings.default_payment_method,
         low_balance_threshold=settings.low_balance_threshold_cents,
         notification_emails=settings.notification_emails,
+        auto_top_up=_auto_top_up_out(settings.auto_top_up),
+    )
+
+
+def _auto_top_up_out(rule: AutoTopUp | None) -> AutoTopUpOut | None:
+    if rule is None:
+        return None
+    return AutoTopUpOut(
+        threshold=rule.threshold_cents,
+        amount=rule.amount_cents,
+        monthly_limit=rule.monthly_limit_cents,
+        status=rule.status,
+        suspended_reason=rule.suspended_reason,
     )
 
 
@@ -55,9 +69,9 @@ async def get_settings(principal: RequireFinance, unit: Unit) -> FinanceSettings
 
 @router.patch("/settings", response_model=FinanceSettingsOut, summary="Change payment settings")
 async def update_settings(
-    body: FinanceSettingsPatch, principal: RequireFinance, unit: Unit
+    body: FinanceSettingsPatch, principal: RequireFinance, unit: Unit, settings: SettingsDep
 ) -> FinanceSettingsOut:
-    return _settings_out(await service.update_payment_settings(unit, principal, body))
+    return _settings_out(await service.update_payment_settings(unit, settings, principal, body))
 
 
 @router.get("/balance", response_model=BalanceOut, summary="The account balance")

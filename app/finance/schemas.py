@@ -2,15 +2,41 @@
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from app.accounts.schemas import Email
-from app.finance.models import Deposit, DepositStatus, LedgerEntryType
+from app.finance.models import Deposit, DepositSource, DepositStatus, LedgerEntryType
 from app.kit.money import Amount, AmountIn, AmountOrZeroIn
 from app.kit.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
-from app.payment_methods.models import PaymentMethod
+from app.payment_methods.models import AutoTopUpStatus, PaymentMethod, SuspendedReason
 
 Currency = Literal["USD"]
+
+
+class AutoTopUpOut(ResponseModel):
+    threshold: Amount
+    amount: Amount
+    monthly_limit: Amount
+    currency: Currency = "USD"
+    status: AutoTopUpStatus
+    suspended_reason: SuspendedReason | None
+
+
+class AutoTopUpIn(RequestModel):
+    """Deposit `amount` by card whenever a debit takes the balance below `threshold`, at most
+    `monthly_limit` a calendar month (UTC)."""
+
+    threshold: AmountOrZeroIn
+    amount: AmountIn
+    monthly_limit: AmountIn
+
+    @field_validator("monthly_limit", mode="after")
+    @classmethod
+    def _limit_holds_one(cls, limit: int, info: ValidationInfo) -> int:
+        amount = info.data.get("amount")
+        if amount is not None and limit < amount:
+            raise ValueError("must be at least amount")
+        return limit
 
 
 class FinanceSettingsOut(ResponseModel):
@@ -20,6 +46,7 @@ class FinanceSettingsOut(ResponseModel):
     low_balance_threshold: Amount | None
     currency: Currency = "USD"
     notification_emails: list[str]
+    auto_top_up: AutoTopUpOut | None = Field(description="The automatic top-up (null: off).")
 
 
 class FinanceSettingsPatch(PatchModel):
@@ -32,6 +59,8 @@ class FinanceSettingsPatch(PatchModel):
     default_payment_method: PaymentMethod | None = None
     low_balance_threshold: AmountOrZeroIn | None = None
     notification_emails: Annotated[list[Email], Field(max_length=10)] | None = None
+    # null turns it off; a rule turns it on, changes it, or re-activates a suspended one.
+    auto_top_up: AutoTopUpIn | None = None
 
 
 class BalanceOut(ResponseModel):
@@ -53,6 +82,7 @@ class DepositOut(ResponseModel):
     balance_after: Amount | None
     failure_code: str | None
     decline_code: str | None
+    source: DepositSource
     created_at: Timestamp
 
 
@@ -77,5 +107,6 @@ def deposit_out(deposit: Deposit) -> DepositOut:
         balance_after=deposit.balance_after_cents,
         failure_code=deposit.failure_code,
         decline_code=deposit.decline_code,
+        source=deposit.source,
         created_at=deposit.created_at,
     )

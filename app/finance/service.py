@@ -9,24 +9,42 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from app.accounts.models import Account, BillingInfo
+from app.auth.models import Integration
 from app.auth.principal import Principal
 from app.config import Settings
 from app.finance.ledger import Posting, post_entry
-from app.finance.models import Deposit, DepositStatus, LedgerEntry, LedgerEntryType
-from app.finance.schemas import FinanceSettingsPatch, deposit_out
+from app.finance.models import (
+    Deposit,
+    DepositSource,
+    DepositStatus,
+    LedgerEntry,
+    LedgerEntryType,
+)
+from app.finance.schemas import AutoTopUpIn, FinanceSettingsPatch, deposit_out
 from app.gateway.base import Charge, Gateway
 from app.kit import payments
 from app.kit.db import UnitOfWork
-from app.kit.errors import ApiError, NotFound
+from app.kit.errors import ApiError, NotFound, validation_error
 from app.kit.ids import new_id
 from app.kit.money import format_amount
 from app.kit.pagination import PageRequest, paginate
-from app.payment_methods.models import Card, FinanceSettings, PaymentMethod
-from app.payment_methods.settings import PaymentSettings, load_payment_settings, settings_of
+from app.payment_methods.models import (
+    AutoTopUpStatus,
+    Card,
+    FinanceSettings,
+    PaymentMethod,
+    SuspendedReason,
+)
+from app.payment_methods.settings import (
+    PaymentSettings,
+    load_payment_settings,
+    settings_of,
+    suspend_auto_top_up,
+)
 from app.receipts import Receipt, ReceiptLine, billed_to, card_label, render_pdf
 from app.webhooks.events import queue_event
 from app.webhooks.models import EventType
@@ -39,7 +57,7 @@ async def get_payment_settings(unit: UnitOfWork, principal: Principal) -> Paymen
 
 
 async def update_payment_settings(
-    unit: UnitOfWork, principal: Principal, patch: FinanceSettingsPatch
+    unit: UnitOfWork, settings: Settings, principal: Principal, patch: FinanceSettingsPatch
 ) -> PaymentSettings:
     session = unit.session
     # The row is locked for the rules below; a first PATCH creates it (two first PATCHes at
@@ -74,6 +92,17 @@ async def update_payment_settings(
             f"The default payment method ({default}) must be enabled; enable it or name "
             "another default in the same request.",
         )
+    if "auto_top_up" in changes:
+        if principal.integration == Integration.AZURE_KEY_VAULT:
+            raise ApiError(
+                "payment_method_not_allowed",
+                403,
+                "Azure Key Vault integrations may only pay from the balance; automatic "
+                "top-up charges the card.",
+            )
+        await _set_auto_top_up(unit, settings, row, changes["auto_top_up"], card_on=card_on)
+    elif row.auto_top_up_status is not None and not card_on:
+        raise _auto_top_up_needs_card_payments()
     emails = changes.get("notification_emails", row.notification_emails)
     if emails is not None:
         emails = list(dict.fromkeys(emails))  # keep order, drop repeats
@@ -86,6 +115,47 @@ async def update_payment_settings(
     row.notification_emails = emails
     await session.flush()
     return settings_of(row, principal.account.email)
+
+
+async def _set_auto_top_up(
+    unit: UnitOfWork,
+    settings: Settings,
+    row: FinanceSettings,
+    rule: AutoTopUpIn | None,
+    *,
+    card_on: bool,
+) -> None:
+    """Turn the automatic top-up off (None), or on: a new rule, a changed one, or the same
+    one saved again, which re-activates it after a suspension."""
+    if rule is None:
+        row.auto_top_up_threshold_cents = row.auto_top_up_amount_cents = None
+        row.auto_top_up_monthly_limit_cents = None
+        row.auto_top_up_status = row.auto_top_up_suspended_reason = None
+        return
+    if not settings.deposit_min_cents <= rule.amount <= settings.deposit_max_cents:
+        raise validation_error(
+            "body.auto_top_up.amount",
+            f"must be between {format_amount(settings.deposit_min_cents)} and "
+            f"{format_amount(settings.deposit_max_cents)}, like any deposit",
+        )
+    if not card_on:
+        raise _auto_top_up_needs_card_payments()
+    if await unit.session.get(Card, row.account_id) is None:
+        raise ApiError("no_card_on_file", 409, "Add a card before turning on automatic top-up.")
+    row.auto_top_up_threshold_cents = rule.threshold
+    row.auto_top_up_amount_cents = rule.amount
+    row.auto_top_up_monthly_limit_cents = rule.monthly_limit
+    row.auto_top_up_status = AutoTopUpStatus.ACTIVE
+    row.auto_top_up_suspended_reason = None
+
+
+def _auto_top_up_needs_card_payments() -> ApiError:
+    return ApiError(
+        "payment_method_disabled",
+        422,
+        "Automatic top-up charges the card: card payments must stay enabled while it is on "
+        "(turn it off in the same request with auto_top_up: null).",
+    )
 
 
 @dataclass(frozen=True)
@@ -173,8 +243,10 @@ async def settle_deposit(
     unit: UnitOfWork, deposit_id: str, charge: Charge | None, decline_code: str | None
 ) -> Deposit:
     """Record the gateway's definite answer for a pending deposit: credit the balance (a
-    succeeded charge) or fail it. Exactly once: only a pending deposit changes, in the same
-    transaction as its ledger entry, so a reconciler racing us cannot credit twice."""
+    succeeded charge) or fail it (declined, or never made: no charge and no decline).
+    Exactly once: only a pending deposit changes, in the same transaction as its ledger
+    entry, so a reconciler racing us cannot credit twice. A declined automatic top-up
+    suspends the rule."""
     session = unit.session
     now = datetime.now(UTC)
     deposit: Deposit | None
@@ -189,13 +261,14 @@ async def settle_deposit(
             execution_options={"populate_existing": True},
         )
         if deposit is not None:
+            what = "Automatic top-up" if deposit.source == DepositSource.AUTO_TOP_UP else "Deposit"
             posting = await post_entry(
                 unit,
                 account_id=deposit.account_id,
                 type=LedgerEntryType.DEPOSIT,
                 amount_cents=deposit.amount_cents,
                 deposit_id=deposit.id,
-                description=f"Deposit by card {deposit.card_brand} ending {deposit.card_last4}",
+                description=f"{what} by card {deposit.card_brand} ending {deposit.card_last4}",
             )
             assert posting is not None  # a credit always posts
             deposit.balance_after_cents = posting.balance_after_cents
@@ -204,32 +277,100 @@ async def settle_deposit(
                 unit, deposit.account_id, EventType.DEPOSIT_SUCCEEDED, deposit_out(deposit)
             )
     else:
-        deposit = await session.scalar(
-            update(Deposit)
-            .where(Deposit.id == deposit_id, Deposit.status == DepositStatus.PENDING)
-            .values(
-                status=DepositStatus.FAILED,
-                failure_code="card_declined",
-                decline_code=decline_code or "generic_decline",
-                settled_at=now,
-            )
-            .returning(Deposit),
-            execution_options={"populate_existing": True},
+        declined = charge is not None or decline_code is not None
+        failure = (
+            ("card_declined", decline_code or "generic_decline")
+            if declined
+            else (CHARGE_NOT_MADE, None)
         )
-        if deposit is not None:
-            await queue_event(
-                unit, deposit.account_id, EventType.DEPOSIT_FAILED, deposit_out(deposit)
-            )
+        deposit = await _fail_deposit(unit, deposit_id, *failure)
+        if deposit is not None and declined and deposit.source == DepositSource.AUTO_TOP_UP:
+            await suspend_auto_top_up(unit, deposit.account_id, SuspendedReason.CARD_DECLINED)
     if deposit is None:  # settled already, by a reconciler or an earlier call
         deposit = await session.get_one(Deposit, deposit_id, populate_existing=True)
     return deposit
 
 
+# No charge was made under the deposit's key (the gateway never got it): nothing to credit,
+# and nothing declined.
+CHARGE_NOT_MADE = "charge_not_made"
+
+
+async def _fail_deposit(
+    unit: UnitOfWork, deposit_id: str, failure_code: str, decline_code: str | None
+) -> Deposit | None:
+    """Fail a pending deposit, with deposit.failed; None if it was not pending."""
+    deposit: Deposit | None = await unit.session.scalar(
+        update(Deposit)
+        .where(Deposit.id == deposit_id, Deposit.status == DepositStatus.PENDING)
+        .values(
+            status=DepositStatus.FAILED,
+            failure_code=failure_code,
+            decline_code=decline_code,
+            settled_at=datetime.now(UTC),
+        )
+        .returning(Deposit),
+        execution_options={"populate_existing": True},
+    )
+    if deposit is not None:
+        await queue_event(unit, deposit.account_id, EventType.DEPOSIT_FAILED, deposit_out(deposit))
+    return deposit
+
+
+# Automatic top-ups (SPEC §14). A debit that crosses the rule's threshold makes the pending
+# deposit and an outbox message, in its own transaction (the database function
+# `queue_auto_top_up`, which also enforces one pending at a time and the monthly limit).
+# The worker then charges it here, exactly like a deposit.
+
+AUTO_TOP_UP_TOPIC = "auto_top_up"
+
+
+async def charge_auto_top_up(unit: UnitOfWork, gateway: Gateway, deposit_id: str) -> Deposit | None:
+    """Charge a pending automatic deposit, once: the first claim marks the charge begun
+    (committed before the card is charged); a later claim of the same message (the worker
+    died meanwhile) leaves the outcome to the reconciler, which asks the gateway under the
+    deposit's key. None if it is not pending any more."""
+    deposit = await unit.session.scalar(
+        select(Deposit)
+        .where(
+            Deposit.id == deposit_id,
+            Deposit.status == DepositStatus.PENDING,
+            Deposit.source == DepositSource.AUTO_TOP_UP,
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if deposit is None or deposit.charge_started_at is not None:
+        return deposit
+    card = await unit.session.get(Card, deposit.account_id)
+    if card is None:  # removed since: the removal suspended the rule
+        failed = await _fail_deposit(unit, deposit.id, "no_card_on_file", None)
+        await suspend_auto_top_up(unit, deposit.account_id, SuspendedReason.NO_CARD_ON_FILE)
+        return failed
+    deposit.card_brand, deposit.card_last4 = card.brand, card.last4
+    deposit.charge_started_at = datetime.now(UTC)
+    await unit.session.flush()
+    charge = payments.CardCharge(
+        deposit.id,
+        deposit_charge_key(deposit.id),
+        card.gateway_token,
+        deposit.amount_cents,
+        f"Automatic top-up {deposit.id}",
+    )
+    settled = await payments.charge_pending(unit, gateway, charge, settle_deposit)
+    return settled or deposit
+
+
 async def _pending_deposits(
     unit: UnitOfWork, older_than: timedelta | None
 ) -> list[payments.Pending]:
-    query = select(Deposit).where(Deposit.status == DepositStatus.PENDING)
-    rows = await payments.pending_rows(unit, query, Deposit.created_at, older_than)
+    # An automatic top-up is the worker's until it has begun charging it.
+    query = select(Deposit).where(
+        Deposit.status == DepositStatus.PENDING,
+        or_(Deposit.source == DepositSource.API, Deposit.charge_started_at.is_not(None)),
+    )
+    since = func.coalesce(Deposit.charge_started_at, Deposit.created_at)
+    rows = await payments.pending_rows(unit, query, since, older_than)
     return [
         payments.Pending("deposit", d.id, d.account_id, d.amount_cents, d.created_at, wait)
         for d, wait in rows
@@ -267,8 +408,16 @@ async def render_deposit_pdf(
     )
 
 
+def _receipt_line(deposit: Deposit) -> str:
+    if deposit.source == DepositSource.AUTO_TOP_UP:
+        return "Automatic top-up of the prepaid account balance"
+    return "Deposit to the prepaid account balance"
+
+
 def deposit_receipt(deposit: Deposit, billed: list[str]) -> Receipt:
-    if deposit.status == DepositStatus.FAILED:
+    if deposit.status == DepositStatus.FAILED and deposit.decline_code is None:
+        status = "Failed: the card was not charged; nothing was credited"
+    elif deposit.status == DepositStatus.FAILED:
         status = f"Failed: the card was declined ({deposit.decline_code}); nothing was credited"
     elif deposit.status == DepositStatus.PENDING:
         status = "Pending: waiting for the card network's answer"
@@ -280,7 +429,7 @@ def deposit_receipt(deposit: Deposit, billed: list[str]) -> Receipt:
         issued_at=deposit.created_at,
         details=[("Date", f"{deposit.created_at.astimezone(UTC):%Y-%m-%d}"), ("Status", status)],
         billed_to=billed,
-        lines=[ReceiptLine("Deposit to the prepaid account balance", deposit.amount_cents)],
+        lines=[ReceiptLine(_receipt_line(deposit), deposit.amount_cents)],
         total_cents=deposit.amount_cents,
         payment_method=card_label(deposit.card_brand, deposit.card_last4),
     )

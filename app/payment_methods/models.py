@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.kit.db import Base
-from app.kit.states import StateColumn
+from app.kit.states import StateColumn, sql_in
 
 
 class PaymentMethod(StrEnum):
@@ -26,6 +26,29 @@ class PaymentMethod(StrEnum):
 
     BALANCE = "balance"
     CARD = "card"
+
+
+class AutoTopUpStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class SuspendedReason(StrEnum):
+    """Why an automatic top-up is suspended, until the settings are saved again."""
+
+    CARD_DECLINED = "card_declined"
+    NO_CARD_ON_FILE = "no_card_on_file"
+
+
+# The automatic top-up rule (SPEC §14): all four set, or none (off).
+_AUTO_TOP_UP_RULE = (
+    "(auto_top_up_threshold_cents IS NULL AND auto_top_up_amount_cents IS NULL"
+    " AND auto_top_up_monthly_limit_cents IS NULL AND auto_top_up_status IS NULL)"
+    " OR (auto_top_up_threshold_cents IS NOT NULL AND auto_top_up_amount_cents IS NOT NULL"
+    " AND auto_top_up_monthly_limit_cents IS NOT NULL AND auto_top_up_status IS NOT NULL"
+    " AND auto_top_up_threshold_cents >= 0 AND auto_top_up_amount_cents > 0"
+    " AND auto_top_up_monthly_limit_cents >= auto_top_up_amount_cents)"
+)
 
 
 class FinanceSettings(Base):
@@ -43,6 +66,17 @@ class FinanceSettings(Base):
             name="default_enabled",
         ),
         CheckConstraint("low_balance_threshold_cents >= 0", name="threshold_not_negative"),
+        CheckConstraint(_AUTO_TOP_UP_RULE, name="auto_top_up_rule"),
+        CheckConstraint(sql_in("auto_top_up_status", AutoTopUpStatus), name="auto_top_up_status"),
+        CheckConstraint(
+            sql_in("auto_top_up_suspended_reason", SuspendedReason),
+            name="auto_top_up_suspended_reason",
+        ),
+        CheckConstraint(
+            "(auto_top_up_suspended_reason IS NULL)"
+            " = (auto_top_up_status IS DISTINCT FROM 'suspended')",
+            name="auto_top_up_suspension",
+        ),
     )
 
     account_id: Mapped[str] = mapped_column(
@@ -56,6 +90,17 @@ class FinanceSettings(Base):
     low_balance_threshold_cents: Mapped[int | None] = mapped_column(BigInteger)
     # NULL: the account's contact email, following it when it changes.
     notification_emails: Mapped[list[str] | None] = mapped_column(ARRAY(String(320)))
+    # Automatic top-up: when a debit takes the balance below the threshold, deposit the
+    # amount by card, at most the monthly limit a month (app.finance.auto_top_up).
+    auto_top_up_threshold_cents: Mapped[int | None] = mapped_column(BigInteger)
+    auto_top_up_amount_cents: Mapped[int | None] = mapped_column(BigInteger)
+    auto_top_up_monthly_limit_cents: Mapped[int | None] = mapped_column(BigInteger)
+    auto_top_up_status: Mapped[AutoTopUpStatus | None] = mapped_column(
+        StateColumn(AutoTopUpStatus, 20)
+    )
+    auto_top_up_suspended_reason: Mapped[SuspendedReason | None] = mapped_column(
+        StateColumn(SuspendedReason, 40)
+    )
 
 
 class Card(Base):

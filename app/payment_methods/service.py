@@ -10,9 +10,9 @@ from app.gateway.base import CardDeclined, CardInput, Gateway, GatewayUnavailabl
 from app.gateway.card_numbers import is_valid_card_number
 from app.kit.db import UnitOfWork
 from app.kit.errors import ApiError
-from app.payment_methods.models import Card, PaymentMethod
+from app.payment_methods.models import Card, PaymentMethod, SuspendedReason
 from app.payment_methods.schemas import CardDetailsIn, CardTokenIn
-from app.payment_methods.settings import load_payment_settings
+from app.payment_methods.settings import load_payment_settings, suspend_auto_top_up
 
 
 def no_card_on_file(status: int = 404) -> ApiError:
@@ -91,3 +91,4 @@ async def remove_card(unit: UnitOfWork, principal: Principal) -> None:
     )
     if removed is None:
         raise no_card_on_file()
+    await suspend_auto_top_up(unit, principal.account_id, SuspendedReason.NO_CARD_ON_FILE)

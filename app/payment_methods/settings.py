@@ -3,7 +3,23 @@
 from dataclasses import dataclass
 
 from app.kit.db import UnitOfWork
-from app.payment_methods.models import FinanceSettings, PaymentMethod
+from app.payment_methods.models import (
+    AutoTopUpStatus,
+    FinanceSettings,
+    PaymentMethod,
+    SuspendedReason,
+)
+
+
+@dataclass(frozen=True)
+class AutoTopUp:
+    """The automatic top-up rule (SPEC §14)."""
+
+    threshold_cents: int
+    amount_cents: int
+    monthly_limit_cents: int
+    status: AutoTopUpStatus
+    suspended_reason: SuspendedReason | None
 
 
 @dataclass(frozen=True)
@@ -13,6 +29,7 @@ class PaymentSettings:
     default_payment_method: PaymentMethod | None
     low_balance_threshold_cents: int | None
     notification_emails: list[str]
+    auto_top_up: AutoTopUp | None = None
 
     def enabled(self, method: PaymentMethod) -> bool:
         if method == PaymentMethod.BALANCE:
@@ -37,7 +54,30 @@ def settings_of(row: FinanceSettings | None, account_email: str) -> PaymentSetti
         row.default_payment_method,
         row.low_balance_threshold_cents,
         row.notification_emails if row.notification_emails is not None else [account_email],
+        auto_top_up_of(row),
     )
+
+
+def auto_top_up_of(row: FinanceSettings) -> AutoTopUp | None:
+    if row.auto_top_up_status is None:
+        return None
+    assert row.auto_top_up_threshold_cents is not None
+    assert row.auto_top_up_amount_cents is not None
+    assert row.auto_top_up_monthly_limit_cents is not None
+    return AutoTopUp(
+        row.auto_top_up_threshold_cents,
+        row.auto_top_up_amount_cents,
+        row.auto_top_up_monthly_limit_cents,
+        row.auto_top_up_status,
+        row.auto_top_up_suspended_reason,
+    )
+
+
+async def suspend_auto_top_up(unit: UnitOfWork, account_id: str, reason: SuspendedReason) -> None:
+    """Suspend an active automatic top-up and email the notification addresses once (the
+    database function, as the debit that finds no card calls it)."""
+    conn = await unit.connection()
+    await conn.execute("SELECT suspend_auto_top_up($1, $2)", account_id, reason.value)
 
 
 async def load_payment_settings(

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import aiosmtplib
 
 from app.config import Settings
-from app.finance.notifications import low_balance_email
+from app.finance.notifications import auto_top_up_suspended_email, low_balance_email
 from app.kit.outbox import OutboxStatus
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,10 @@ def create_mailer(settings: Settings) -> Mailer:
 
 # Notices queued as data (by the database, in the transaction that caused them) are written
 # out when they are sent; any other message carries its subject and body.
-_WRITERS = {"low_balance": low_balance_email}
+_WRITERS = {
+    "low_balance": low_balance_email,
+    "auto_top_up_suspended": auto_top_up_suspended_email,
+}
 
 
 def build_message(settings: Settings, message_id: int, payload: dict[str, Any]) -> EmailMessage:

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from app.billing.periods import period_of, previous_period
 from app.billing.run import BillingReport, collect_due, create_invoices
 from app.config import Settings
+from app.finance.service import AUTO_TOP_UP_TOPIC, charge_auto_top_up
 from app.gateway.base import Gateway
 from app.kit import outbox
 from app.kit.clock import Clock, SystemClock
@@ -113,10 +114,23 @@ class Worker:
         await self.database.run(work)
 
     async def _deliver(self, message: outbox.Claimed) -> None:
-        if message.topic == WEBHOOK_TOPIC:
-            await self.webhooks.deliver(message)  # its own retry schedule and records
-        else:
-            await self._send_email(message)
+        try:
+            if message.topic == WEBHOOK_TOPIC:
+                await self.webhooks.deliver(message)  # its own retry schedule and records
+            elif message.topic == AUTO_TOP_UP_TOPIC:
+                await self._charge_auto_top_up(message)
+            else:
+                await self._send_email(message)
+        except Exception:
+            # Unmarked, the message is taken again when its lease runs out.
+            logger.exception("outbox message %s (%s) failed", message.id, message.topic)
+
+    async def _charge_auto_top_up(self, message: outbox.Claimed) -> None:
+        """Charged once; an unknown outcome is the reconciler's (SPEC §14)."""
+        deposit_id = message.payload["deposit_id"]
+        await self.database.run(lambda unit: charge_auto_top_up(unit, self.gateway, deposit_id))
+        await self.database.run(lambda unit: outbox.mark_done(unit, message))
+        OUTBOX_MESSAGES.labels(message.topic, "delivered").inc()
 
     async def _send_email(self, message: outbox.Claimed) -> None:
         try:

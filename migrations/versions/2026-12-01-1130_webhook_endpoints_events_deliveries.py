@@ -18,14 +18,14 @@ Revises: 0006
 Created: 2026-12-01 11:30:00
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from migrations.history import revision_module
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -35,13 +35,7 @@ depends_on: str | Sequence[str] | None = None
 
 def _revision_0005() -> ModuleType:
     """The migration that wrote the functions changed here, for their text."""
-    path = Path(__file__).with_name("2026-12-01-0900_ledger_and_balance_order_functions.py")
-    spec = importlib.util.spec_from_file_location("revision_0005", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return revision_module("2026-12-01-0900_ledger_and_balance_order_functions.py")
 
 
 _NEW_ID = """

@@ -28,6 +28,7 @@ async def test_new_account_settings(client: httpx.AsyncClient, sign_up: SignUp) 
         "low_balance_threshold": None,
         "currency": "USD",
         "notification_emails": [admin.email],
+        "auto_top_up": None,
     }
 
 
