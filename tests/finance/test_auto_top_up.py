@@ -102,7 +102,8 @@ async def test_one_crossing_makes_one_top_up_charged_by_the_worker(
     assert entry["description"].startswith("Automatic top-up by card")
     # Like any deposit: its event (with the deposit as the API shows it) and its receipt.
     events = await client.get("/v1/events?type=deposit.succeeded", headers=admin.headers)
-    assert [e["data"]["object"] for e in events.json()["data"]][0] == made
+    newest, funding = (e["data"]["object"] for e in events.json()["data"])
+    assert (newest, funding["source"]) == (made, "api")
     receipt = await client.get(f"/v1/finance/deposits/{made['id']}.pdf", headers=admin.headers)
     assert receipt.status_code == 200
     assert receipt.headers["content-type"] == "application/pdf"
