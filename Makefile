@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run worker test lint format openapi bench clean
+.PHONY: install run worker test test-tools lint format openapi bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -32,7 +32,11 @@ lint: install
 	$(BIN)/ruff format --check app tests migrations bench
 	$(BIN)/mypy
 
-test: lint
+# Chromium and PgBouncer come from Debian's packages (installed when missing).
+test-tools:
+	scripts/install-test-tools
+
+test: lint test-tools
 	$(BIN)/pytest
 
 format: install
