@@ -399,3 +399,45 @@ async def test_an_api_key_secret_is_shown_once_and_never_stored_or_logged(
         assert api_key not in me.text
 
     await assert_stored_and_logged_nowhere({"API key": api_key}, database_url, caplog, account_id)
+
+
+async def test_a_webhook_secret_is_shown_once_and_never_stored_or_logged(
+    own_app: FastAPI, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SPEC §8 and §12: the endpoint's secret (at creation and at each rotation) is shown
+    once; a replay carries null; neither the database nor the logs hold it."""
+    email = unique_email("hooks")
+    async with client_for(own_app) as client:
+        signed_up = await client.post(
+            "/v1/signup",
+            json={"email": email, "password": "Granite-Meadow-Falcon-9", "name": "Ada"},
+        )
+        account_id = signed_up.json()["account"]["id"]
+        login = await client.post(
+            "/v1/auth/token", data={"username": email, "password": "Granite-Meadow-Falcon-9"}
+        )
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        headers = {**auth, "Idempotency-Key": key()}
+        body = {"url": "https://hooks.partner.invalid/events", "events": ["order.paid"]}
+        created = await client.post("/v1/webhook-endpoints", headers=headers, json=body)
+        assert created.status_code == 201, created.text
+        secret = created.json()["secret"]
+        replay = await client.post("/v1/webhook-endpoints", headers=headers, json=body)
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert (replay.json()["id"], replay.json()["secret"]) == (created.json()["id"], None)
+
+        rotate = f"/v1/webhook-endpoints/{created.json()['id']}/rotate-secret"
+        rotate_headers = {**auth, "Idempotency-Key": key()}
+        rotated = await client.post(rotate, headers=rotate_headers)
+        assert rotated.status_code == 200, rotated.text
+        new_secret = rotated.json()["secret"]
+        again = await client.post(rotate, headers=rotate_headers)
+        assert again.json()["secret"] is None
+        listed = await client.get("/v1/webhook-endpoints", headers=auth)
+        assert secret not in listed.text
+        assert new_secret not in listed.text
+
+    secrets_ = {"webhook secret": secret, "rotated webhook secret": new_secret}
+    for name, value in list(secrets_.items()):  # the key as receivers hold it, and its base64
+        secrets_[f"{name} (base64)"] = value.removeprefix("whsec_")
+    await assert_stored_and_logged_nowhere(secrets_, database_url, caplog, account_id)

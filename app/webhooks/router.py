@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from app.auth.principal import RequireAdmin, RequireFinance
 from app.deps import SettingsDep
 from app.kit.pagination import Page, PageParams
-from app.kit.routing import ApiRoute, Unit
+from app.kit.routing import ApiRoute, Unit, secret_fields
 from app.webhooks import service
 from app.webhooks.models import EventType, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from app.webhooks.schemas import (
@@ -50,6 +50,7 @@ def _delivery_out(delivery: WebhookDelivery) -> DeliveryOut:
     "/webhook-endpoints",
     status_code=201,
     response_model=EndpointWithSecret,
+    openapi_extra=secret_fields("secret"),
     summary="Add a webhook endpoint (its secret is shown this once)",
 )
 async def create_webhook_endpoint(
@@ -102,6 +103,7 @@ async def delete_webhook_endpoint(
 @router.post(
     "/webhook-endpoints/{endpoint_id}/rotate-secret",
     response_model=SecretOut,
+    openapi_extra=secret_fields("secret"),
     summary="A new signing secret; the old one still signs for 24 hours",
 )
 async def rotate_webhook_secret(

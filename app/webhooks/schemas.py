@@ -20,7 +20,7 @@ def _known_event_types(value: object) -> object:
     if not isinstance(value, list) or not value:
         raise ValueError("must be a non-empty list of event types")
     known = {member.value for member in EventType}
-    unknown = [entry for entry in value if entry not in known]
+    unknown = [entry for entry in value if not isinstance(entry, str) or entry not in known]
     if unknown:
         raise ValueError(
             f"{unknown[0]!r} is not an event type; use any of: {', '.join(sorted(known))}"

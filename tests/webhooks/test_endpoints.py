@@ -64,7 +64,7 @@ async def test_events_must_be_a_non_empty_list_of_known_types(
     client: httpx.AsyncClient, sign_up: SignUp
 ) -> None:
     admin = await sign_up()
-    for events in ([], ["order.paid", "order.shipped"], "order.paid", None):
+    for events in ([], ["order.paid", "order.shipped"], "order.paid", None, [{}], [["x"]], [1]):
         response = await client.post(
             "/v1/webhook-endpoints",
             headers=admin.headers,
