@@ -68,7 +68,7 @@ async def update_account(body: AccountPatch, principal: RequireAdmin, unit: Unit
 
 
 @router.get("/account/billing", response_model=BillingInfoOut, summary="The billing information")
-async def get_billing(principal: RequireMember, unit: Unit) -> BillingInfoOut:
+async def get_billing_info(principal: RequireMember, unit: Unit) -> BillingInfoOut:
     info = await service.get_billing_info(unit, principal)
     return BillingInfoOut.model_validate(info.model_dump())
 
@@ -76,7 +76,7 @@ async def get_billing(principal: RequireMember, unit: Unit) -> BillingInfoOut:
 @router.put(
     "/account/billing", response_model=BillingInfoOut, summary="Replace the billing information"
 )
-async def replace_billing(
+async def replace_billing_info(
     body: BillingInfoBody, principal: RequireAdmin, unit: Unit
 ) -> BillingInfoOut:
     info = await service.replace_billing_info(unit, principal, body)

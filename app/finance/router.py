@@ -63,12 +63,12 @@ def _transaction_out(entry: LedgerEntry) -> TransactionOut:
 
 
 @router.get("/settings", response_model=FinanceSettingsOut, summary="Payment settings")
-async def get_settings(principal: RequireFinance, unit: Unit) -> FinanceSettingsOut:
+async def get_finance_settings(principal: RequireFinance, unit: Unit) -> FinanceSettingsOut:
     return _settings_out(await service.get_payment_settings(unit, principal))
 
 
 @router.patch("/settings", response_model=FinanceSettingsOut, summary="Change payment settings")
-async def update_settings(
+async def update_finance_settings(
     body: FinanceSettingsPatch, principal: RequireFinance, unit: Unit, settings: SettingsDep
 ) -> FinanceSettingsOut:
     return _settings_out(await service.update_payment_settings(unit, settings, principal, body))
