@@ -141,5 +141,26 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
             responses["default"] = problem
+            _document_idempotency_key(operation)
     app.openapi_schema = schema
     return schema
+
+
+# 1-255 printable ASCII characters, none of them blank at either end (HTTP trims those).
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~](?:[ -~]{0,253}[!-~])?$"
+
+
+def _document_idempotency_key(operation: dict[str, Any]) -> None:
+    """The Idempotency-Key header as the guard checks it: required where the route says so
+    (deposits and orders), optional on every other POST, never null."""
+    required = operation.get("x-idempotency-key") == "required"
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "header" and parameter["name"] == "Idempotency-Key":
+            parameter["required"] = required
+            parameter["schema"] = {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": IDEMPOTENCY_KEY_PATTERN,
+                "description": parameter["schema"].get("description", ""),
+            }

@@ -326,38 +326,29 @@ async def test_limits_1_and_100_are_accepted(
     assert len(response.json()["data"]) == 1
 
 
-async def test_starting_after_an_unknown_id_is_422(
+async def test_starting_after_that_is_not_an_id_is_422(
     client: httpx.AsyncClient, sign_up: SignUp
 ) -> None:
     admin = await sign_up()
-    response = await client.get(
-        "/v1/users", headers=admin.headers, params={"starting_after": "usr_doesnotexist"}
-    )
-    body = assert_problem(response, 422, "validation_error")
-    assert error_fields(body) == {"query.starting_after"}
+    for cursor in ("usr_doesnotexist", "usr_\x00", "x" * 65):
+        response = await client.get(
+            "/v1/users", headers=admin.headers, params={"starting_after": cursor}
+        )
+        body = assert_problem(response, 422, "validation_error")
+        assert error_fields(body) == {"query.starting_after"}
 
 
-async def test_starting_after_with_a_nul_character_is_422(
+async def test_starting_after_an_unknown_or_another_accounts_id_is_404(
     client: httpx.AsyncClient, sign_up: SignUp
 ) -> None:
-    admin = await sign_up()
-    response = await client.get(
-        "/v1/users", headers=admin.headers, params={"starting_after": "usr_\x00"}
-    )
-    body = assert_problem(response, 422, "validation_error")
-    assert error_fields(body) == {"query.starting_after"}
-
-
-async def test_starting_after_another_accounts_user_is_422(
-    client: httpx.AsyncClient, sign_up: SignUp
-) -> None:
+    """Like any id that is not the caller's: it does not exist for them (SPEC §2)."""
     admin = await sign_up()
     stranger = await sign_up()
-    response = await client.get(
-        "/v1/users", headers=admin.headers, params={"starting_after": stranger.user_id}
-    )
-    body = assert_problem(response, 422, "validation_error")
-    assert error_fields(body) == {"query.starting_after"}
+    for cursor in (stranger.user_id, "usr_" + "a" * 26):
+        response = await client.get(
+            "/v1/users", headers=admin.headers, params={"starting_after": cursor}
+        )
+        assert_problem(response, 404, "not_found")
 
 
 # Money

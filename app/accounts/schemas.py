@@ -17,6 +17,15 @@ OptionalText = Annotated[str | None, Field(default=None)]
 PasswordField = Annotated[
     str, StringConstraints(min_length=1, max_length=1024, strip_whitespace=False)
 ]
+# A password being set: the schema states the policy (12 to 128 characters; also not a
+# common password, nor the email), which the service checks and answers weak_password.
+NewPassword = Annotated[
+    PasswordField,
+    Field(
+        json_schema_extra={"minLength": 12, "maxLength": 128, "format": "password"},
+        description="12 to 128 characters, not a common password, not the email.",
+    ),
+]
 
 
 def _lower_email(value: str) -> str:
@@ -40,22 +49,49 @@ def _e164(value: str | None) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+COUNTRY_CODES = sorted(country.alpha_2 for country in pycountry.countries)
+
+
 def _country(value: str | None) -> str | None:
+    """Normalised to capitals: US, or us."""
     if value is None:
         return None
-    country = pycountry.countries.get(alpha_2=value.upper()) if len(value) == 2 else None
-    if country is None:
+    if value.upper() not in _COUNTRIES or value not in (value.upper(), value.lower()):
         raise ValueError("must be an ISO 3166-1 alpha-2 country code, e.g. US")
-    return str(country.alpha_2)
+    return value.upper()
 
 
-Phone = Annotated[str | None, Field(max_length=40), AfterValidator(_e164)]
-Country = Annotated[str | None, Field(max_length=2), AfterValidator(_country)]
+_COUNTRIES = frozenset(COUNTRY_CODES)
+
+# International form: a + and the number, spaces, dashes and brackets allowed; stored as E.164.
+Phone = Annotated[
+    Annotated[
+        str,
+        Field(
+            max_length=40,
+            json_schema_extra={"format": "phone", "pattern": r"^\+[0-9 ()-]{4,39}$"},
+            examples=["+14155550123"],
+        ),
+    ]
+    | None,
+    AfterValidator(_e164),
+]
+Country = Annotated[
+    Annotated[
+        str,
+        Field(
+            json_schema_extra={"enum": COUNTRY_CODES + [code.lower() for code in COUNTRY_CODES]},
+            examples=["US"],
+        ),
+    ]
+    | None,
+    AfterValidator(_country),
+]
 
 
 class SignupIn(RequestModel):
     email: Email
-    password: PasswordField
+    password: NewPassword
     name: Name
     company_name: Annotated[str | None, StringConstraints(max_length=200)] = None
 
@@ -126,15 +162,15 @@ class BillingInfoOut(ResponseModel):
 
 class PasswordChangeIn(RequestModel):
     current_password: PasswordField
-    new_password: PasswordField
-    new_password_confirmation: PasswordField
+    new_password: NewPassword
+    new_password_confirmation: NewPassword
 
 
 class UserCreateIn(RequestModel):
     email: Email
     name: Name
     role: Role
-    password: PasswordField
+    password: NewPassword
 
 
 class UserPatch(PatchModel):

@@ -9,7 +9,6 @@ from sqlalchemy import Select, tuple_
 
 from app.kit.db import UnitOfWork
 from app.kit.errors import ApiError
-from app.kit.schemas import is_storable_text
 
 ItemT = TypeVar("ItemT")
 
@@ -25,27 +24,23 @@ class PageRequest:
     starting_after: str | None
 
 
+# An id as app.kit.ids makes them: a type prefix and 26 base32 characters.
+ID_PATTERN = r"^[a-z]{2,5}_[a-z2-7]{26}$"
+
+
 async def _page_request(
     limit: Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100.")] = 20,
     starting_after: Annotated[
         str | None,
-        Query(max_length=64, description="The id of the last item of the previous page."),
+        Query(pattern=ID_PATTERN, description="The id of the last item of the previous page."),
     ] = None,
 ) -> PageRequest:
-    if starting_after is not None and not is_storable_text(starting_after):
-        raise _not_an_item()
     return PageRequest(limit=limit, starting_after=starting_after)
 
 
 def _not_an_item() -> ApiError:
-    return ApiError(
-        "validation_error",
-        422,
-        "starting_after is not an item of this list.",
-        extra={
-            "errors": [{"field": "query.starting_after", "message": "is not an item of this list"}]
-        },
-    )
+    # Like any id of another account's, or none at all: it does not exist for the caller.
+    return ApiError("not_found", 404, "starting_after is not an item of this list.")
 
 
 PageParams = Annotated[PageRequest, Depends(_page_request)]

@@ -6,11 +6,14 @@ from typing import Annotated, ClassVar, Self
 from pydantic import (
     BaseModel,
     ConfigDict,
+    GetJsonSchemaHandler,
     PlainSerializer,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 
 def is_storable_text(value: str) -> bool:
@@ -41,6 +44,23 @@ class PatchModel(RequestModel):
     """A partial update: omitted fields stay, `null` clears a field only where it may be empty."""
 
     required_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The schema says what the check below enforces: a field that may be omitted but
+        not cleared takes no null."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        for name in cls.required_fields:
+            field = schema.get("properties", {}).get(name, {})
+            options = [o for o in field.get("anyOf", []) if o != {"type": "null"}]
+            if len(options) == 1 and "anyOf" in field:
+                del field["anyOf"]
+                field.update(options[0])
+            if field.get("default", ...) is None:
+                del field["default"]
+        return schema
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> Self:

@@ -232,7 +232,7 @@ async def test_another_accounts_subscriptions_invoices_and_receipts_are_404(
     listed = await client.get(
         "/v1/invoices", headers=stranger.headers, params={"starting_after": invoice["id"]}
     )
-    assert_problem(listed, 422, "validation_error")
+    assert_problem(listed, 404, "not_found")
     still = await client.get(f"/v1/subscriptions/{subscription['id']}", headers=owner.headers)
     assert (still.json()["status"], still.json()["ended_at"]) == ("active", None)
 
