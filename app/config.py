@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     # "queue" (a real pool) or "null" (a connection per checkout: for tests whose
     # requests run on short-lived event loops, such as schemathesis' ASGI client).
     db_pool: Literal["queue", "null"] = "queue"
+    # DATABASE_URL is PgBouncer in transaction pooling mode: each transaction may run on
+    # another server connection, so no prepared statement outlives its statement (a little
+    # slower: every statement is parsed again). Off when the URL is PostgreSQL itself.
+    database_pgbouncer: bool = False
 
     port: int = 8000
     secret_key: str = Field(default="", repr=False)
@@ -74,6 +78,7 @@ class Settings(BaseSettings):
         5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000, 36000,
     ]  # fmt: skip
     webhook_timeout_seconds: float = 10.0
+    webhook_max_endpoints: int = 16
     webhook_disable_after_seconds: float = 5 * 24 * 3600.0
     webhook_secret_overlap_seconds: float = 24 * 3600.0
     webhook_event_retention_days: int = 30

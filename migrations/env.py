@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import app.models  # noqa: F401  (registers every table)
-from app.kit.db import Base, async_url
+from app.kit.db import WITHOUT_PREPARED_STATEMENTS, Base, async_url
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("database_url"):
@@ -34,7 +34,10 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_async_engine(_url())
+    # Without prepared statements whatever the URL (PostgreSQL, or PgBouncer in transaction
+    # pooling mode: every API process migrates at start): a migration runs a few statements
+    # once, and it is one transaction, under a transaction-level lock.
+    engine = create_async_engine(_url(), connect_args=dict(WITHOUT_PREPARED_STATEMENTS))
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

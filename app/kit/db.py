@@ -69,6 +69,18 @@ def async_url(url: str) -> str:
     raise ValueError("DATABASE_URL must be a PostgreSQL URL")
 
 
+# Behind PgBouncer in transaction pooling mode a client's next transaction may run on another
+# server connection, and another client's on this one: a named prepared statement would be
+# missing there, or its name taken. Neither asyncpg (its statement cache) nor SQLAlchemy (its
+# prepared statement cache) then keeps one: every statement goes as an unnamed one, parsed
+# with its execution. Nothing else of ours lives in the server session between transactions
+# (locks are pg_advisory_xact_lock, no SET, LISTEN, temporary table or held cursor).
+WITHOUT_PREPARED_STATEMENTS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+}
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     if settings.database_url is None:
         raise RuntimeError(
@@ -81,6 +93,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         options["poolclass"] = NullPool
     else:
         options.update(pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+    if settings.database_pgbouncer:
+        options["connect_args"] = dict(WITHOUT_PREPARED_STATEMENTS)
     return create_async_engine(async_url(settings.database_url), **options)
 
 

@@ -24,6 +24,19 @@ async def test_two_api_processes_and_a_worker_give_exact_results_on_a_hot_accoun
     environment = service_environment(
         app.state.settings, smtp_server, run_worker=False, reconcile_after_seconds=2
     )
+    await hot_account_across_processes(client, sign_up, environment, smtp_server, tmp_path)
+
+
+async def hot_account_across_processes(
+    client: httpx.AsyncClient,
+    sign_up: SignUp,
+    environment: dict[str, str],
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    """Two API processes and a worker started with `environment`: 40 orders racing on one
+    account through both APIs pay exactly what its balance covers, its low-balance notice is
+    sent once, and a deposit left pending is settled by the worker process."""
     apis = [ServiceProcess.api(environment, tmp_path, f"api{n}") for n in (1, 2)]
     worker = ServiceProcess.worker(environment, tmp_path)
     await asyncio.gather(*(api.start() for api in apis), worker.start())
