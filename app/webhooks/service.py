@@ -24,7 +24,6 @@ from app.webhooks.models import (
 from app.webhooks.schemas import EndpointIn, EndpointPatch
 from app.webhooks.urls import UrlGuard
 
-MAX_ENDPOINTS = 16
 WEBHOOK_TOPIC = "webhook"
 
 
@@ -44,11 +43,12 @@ async def create_endpoint(
         .select_from(WebhookEndpoint)
         .where(WebhookEndpoint.account_id == principal.account_id)
     )
-    if (count or 0) >= MAX_ENDPOINTS:
+    limit = settings.webhook_max_endpoints
+    if (count or 0) >= limit:
         raise ApiError(
             "too_many_webhook_endpoints",
             422,
-            f"An account may have at most {MAX_ENDPOINTS} webhook endpoints; delete one first.",
+            f"An account may have at most {limit} webhook endpoints; delete one first.",
         )
     endpoint = WebhookEndpoint(
         id=new_id("whk"),
@@ -243,6 +243,7 @@ _DUE_NOW = text(
     """
     UPDATE outbox_message SET available_at = clock_timestamp()
     WHERE status = 'pending' AND topic = 'webhook'
-      AND payload = jsonb_build_object('endpoint_id', :endpoint_id, 'event_id', :event_id)
+      AND payload = jsonb_build_object('endpoint_id', CAST(:endpoint_id AS text),
+                                       'event_id', CAST(:event_id AS text))
     """
 )

@@ -56,13 +56,13 @@ def receiver() -> Iterator[Receiver]:
 def make_webhook_worker(
     app: FastAPI, sender: WebhookSender | None = None, **overrides: Any
 ) -> Worker:
-    settings = make_settings(
-        app.state.settings.database_url,
-        sandbox_url=app.state.settings.sandbox_url,
-        webhook_allowed_hosts=["127.0.0.1"],
-        webhook_retry_schedule=SCHEDULE,
+    values: dict[str, Any] = {
+        "sandbox_url": app.state.settings.sandbox_url,
+        "webhook_allowed_hosts": ["127.0.0.1"],
+        "webhook_retry_schedule": SCHEDULE,
         **overrides,
-    )
+    }
+    settings = make_settings(app.state.settings.database_url, **values)
     database = app.state.database
     return Worker(
         settings, database, app.state.gateway, webhooks=sender or WebhookSender(settings, database)

@@ -307,3 +307,34 @@ async def test_a_type_deselected_while_failing_is_not_retried(
         (2, "failed", "not_subscribed"),
         (1, "failed", None),
     ]
+
+
+async def test_a_resend_while_a_retry_waits_sends_that_retry_now(
+    app: FastAPI, client: httpx.AsyncClient, sign_up: SignUp, receiver: Receiver
+) -> None:
+    """Not a second waiting attempt: the waiting one, due now instead of on its schedule."""
+    worker = make_webhook_worker(app, webhook_retry_schedule=[3600.0])
+    admin = await sign_up()
+    hook = path()
+    endpoint = await add_endpoint(client, admin, receiver.url(hook), ["deposit.succeeded"])
+    receiver.answer(500)
+    try:
+        await add_card(client, admin)
+        assert (await deposit(client, admin, "50.00")).status_code == 201
+        await deliver_until(worker, lambda: len(receiver.to(hook)) == 1)
+        event_id = receiver.to(hook)[0].webhook_id
+        [waiting, _first] = await deliveries(client, admin, endpoint["id"])
+        assert (waiting["attempt"], waiting["status"]) == (2, "pending")
+
+        resent = await client.post(
+            f"/v1/webhook-endpoints/{endpoint['id']}/resend",
+            headers=admin.headers,
+            json={"event_id": event_id},
+        )
+        assert resent.status_code == 202, resent.text
+        assert (resent.json()["id"], resent.json()["attempt"]) == (waiting["id"], 2)
+        await deliver_until(worker, lambda: len(receiver.to(hook)) == 2)  # not in an hour
+        rows = await deliveries(client, admin, endpoint["id"])
+        assert [(d["attempt"], d["status"]) for d in rows] == [(2, "succeeded"), (1, "failed")]
+    finally:
+        await worker.webhooks.aclose()
