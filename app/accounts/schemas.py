@@ -22,7 +22,13 @@ PasswordField = Annotated[
 NewPassword = Annotated[
     PasswordField,
     Field(
-        json_schema_extra={"minLength": 12, "maxLength": 128, "format": "password"},
+        json_schema_extra={
+            "minLength": 12,
+            "maxLength": 128,
+            "format": "password",
+            # Not two characters or fewer, repeated (000000000000, abababababab).
+            "not": {"pattern": r"^(.)(?:\1*|\1*(.)(?:\1|\2)*)$"},
+        },
         description="12 to 128 characters, not a common password, not the email.",
     ),
 ]
@@ -69,7 +75,8 @@ Phone = Annotated[
         str,
         Field(
             max_length=40,
-            json_schema_extra={"format": "phone", "pattern": r"^\+[0-9 ()-]{4,39}$"},
+            json_schema_extra={"format": "phone"},
+            description="International form: + and the number (spaces, dashes, brackets).",
             examples=["+14155550123"],
         ),
     ]

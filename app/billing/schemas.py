@@ -27,8 +27,12 @@ class PlanList(ResponseModel):
     has_more: bool = False
 
 
+# The plans, as the migrations seed them (tests/billing check that they agree).
+PLAN_IDS = ["cloud_large", "cloud_small", "support"]
+
+
 class SubscriptionIn(RequestModel):
-    plan_id: Annotated[str, Field(min_length=1, max_length=40)]
+    plan_id: Annotated[str, Field(json_schema_extra={"enum": PLAN_IDS})]
 
 
 class SubscriptionOut(ResponseModel):

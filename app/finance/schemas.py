@@ -6,7 +6,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from app.accounts.schemas import Email
 from app.finance.models import Deposit, DepositSource, DepositStatus, LedgerEntryType
-from app.kit.money import Amount, AmountIn, AmountOrZeroIn
+from app.kit.money import Amount, AmountIn, AmountOrZeroIn, DepositAmountIn
 from app.kit.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
 from app.payment_methods.models import AutoTopUpStatus, PaymentMethod, SuspendedReason
 
@@ -27,7 +27,7 @@ class AutoTopUpIn(RequestModel):
     `monthly_limit` a calendar month (UTC)."""
 
     threshold: AmountOrZeroIn
-    amount: AmountIn
+    amount: DepositAmountIn
     monthly_limit: AmountIn
 
     @field_validator("monthly_limit", mode="after")
@@ -71,7 +71,7 @@ class BalanceOut(ResponseModel):
 
 
 class DepositIn(RequestModel):
-    amount: AmountIn
+    amount: DepositAmountIn
 
 
 class DepositOut(ResponseModel):

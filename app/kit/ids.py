@@ -4,6 +4,9 @@ neither sequential nor guessable."""
 import base64
 import secrets
 
+# Every id, made here or by the database's new_id(): a type prefix and 26 base32 characters.
+ID_PATTERN = r"^[a-z]{2,5}_[a-z2-7]{26}$"
+
 
 def new_id(prefix: str) -> str:
     random = base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()

@@ -84,6 +84,33 @@ AmountIn = Annotated[
 ]
 """An amount a client sends: validated to cents."""
 
+# The deposit range of the default settings (DEPOSIT_MIN_CENTS, DEPOSIT_MAX_CENTS), as the
+# schema states it; the service checks the configured one (amount_out_of_range).
+DEPOSIT_RANGE_CENTS = (1_000, 10_000_000)
+
+DepositAmountIn = Annotated[
+    int,
+    BeforeValidator(parse_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "deposit-amount"},
+                {
+                    "type": "number",
+                    "minimum": DEPOSIT_RANGE_CENTS[0] // 100,
+                    "maximum": DEPOSIT_RANGE_CENTS[1] // 100,
+                    "multipleOf": 0.01,
+                },
+            ],
+            "description": "10.00 to 100000.00 by default (a deployment may set its own "
+            "range): a string of digits with up to two decimals, or a number.",
+            "examples": ["500.00"],
+        },
+        mode="validation",
+    ),
+]
+"""An amount deposited by card: validated to cents, then to the deposit range."""
+
 AmountOrZeroIn = Annotated[
     int,
     BeforeValidator(lambda value: parse_amount(value, allow_zero=True)),

@@ -9,6 +9,7 @@ from sqlalchemy import Select, tuple_
 
 from app.kit.db import UnitOfWork
 from app.kit.errors import ApiError
+from app.kit.ids import ID_PATTERN
 
 ItemT = TypeVar("ItemT")
 
@@ -22,10 +23,6 @@ class Page(BaseModel, Generic[ItemT]):
 class PageRequest:
     limit: int
     starting_after: str | None
-
-
-# An id as app.kit.ids makes them: a type prefix and 26 base32 characters.
-ID_PATTERN = r"^[a-z]{2,5}_[a-z2-7]{26}$"
 
 
 async def _page_request(

@@ -1,7 +1,7 @@
 """Base models of every request and response body."""
 
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     BaseModel,
@@ -27,10 +27,34 @@ def is_storable_text(value: str) -> bool:
     return True
 
 
+# What PostgreSQL text can hold (is_storable_text), as the schema states it of free text.
+STORABLE_TEXT_PATTERN = r"^[^\u0000\ud800-\udfff]*$"
+
+
+def _storable_text_patterns(schema: dict[str, Any]) -> None:
+    """Give every free-text string (no pattern, format or enum of its own) the pattern."""
+    if schema.get("type") == "string" and not {"pattern", "format", "enum"} & schema.keys():
+        schema["pattern"] = STORABLE_TEXT_PATTERN
+    for key in ("anyOf", "oneOf", "allOf"):
+        for option in schema.get(key, []):
+            _storable_text_patterns(option)
+    if isinstance(schema.get("items"), dict):
+        _storable_text_patterns(schema["items"])
+
+
 class RequestModel(BaseModel):
     """A request body: unknown fields are rejected; no one sets `balance` or `role` by stealth."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        for field in schema.get("properties", {}).values():
+            _storable_text_patterns(field)
+        return schema
 
     @field_validator("*", mode="after")
     @classmethod
@@ -51,7 +75,7 @@ class PatchModel(RequestModel):
     ) -> JsonSchemaValue:
         """The schema says what the check below enforces: a field that may be omitted but
         not cleared takes no null."""
-        schema = handler.resolve_ref_schema(handler(core_schema))
+        schema = super().__get_pydantic_json_schema__(core_schema, handler)
         for name in cls.required_fields:
             field = schema.get("properties", {}).get(name, {})
             options = [o for o in field.get("anyOf", []) if o != {"type": "null"}]

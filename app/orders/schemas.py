@@ -1,9 +1,9 @@
 """Bodies of products and certificate orders, and the checks on the domain names they carry."""
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.finance.schemas import Currency
 from app.kit.money import Amount
@@ -32,7 +32,36 @@ def _hostname(value: str) -> str:
     return name
 
 
-Hostname = Annotated[str, Field(max_length=253), AfterValidator(_hostname)]
+# What _hostname takes (it lower-cases, and drops a final dot), as the schema states it.
+_NAME = (
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?:[A-Za-z]{2,63}|[Xx][Nn]--(?:[A-Za-z0-9-]{0,58}[A-Za-z0-9]))\.?"
+)
+HOSTNAME_PATTERN = rf"^{_NAME}$"
+WILDCARD_HOSTNAME_PATTERN = rf"^(?:\*\.)?{_NAME}$"
+Hostname = Annotated[
+    str,
+    Field(max_length=253, pattern=WILDCARD_HOSTNAME_PATTERN),
+    AfterValidator(_hostname),
+]
+
+# The catalogue, as the migrations seed it (tests/orders check that they agree): which
+# products take wildcard names.
+PRODUCT_IDS = ["ssl_dv", "ssl_dv_wildcard", "ssl_ev", "ssl_ov", "ssl_ov_wildcard"]
+WILDCARD_PRODUCT_IDS = ["ssl_dv_wildcard", "ssl_ov_wildcard"]
+
+
+def _names_of_the_product(schema: dict[str, Any]) -> None:
+    """A wildcard name only for a wildcard product: in the schema, as the service checks."""
+    plain = {"type": "string", "pattern": HOSTNAME_PATTERN}
+    schema["if"] = {
+        "properties": {"product_id": {"enum": WILDCARD_PRODUCT_IDS}},
+        "required": ["product_id"],
+    }
+    schema["then"] = {}
+    schema["else"] = {
+        "properties": {"common_name": plain, "sans": {"type": "array", "items": plain}}
+    }
 
 
 class ProductOut(ResponseModel):
@@ -53,9 +82,13 @@ class ProductList(ResponseModel):
 
 
 class OrderIn(RequestModel):
-    product_id: Annotated[str, Field(min_length=1, max_length=40)]
-    common_name: Hostname
-    sans: Annotated[list[Hostname], Field(max_length=MAX_SANS)] = []
+    model_config = ConfigDict(json_schema_extra=_names_of_the_product)
+
+    product_id: Annotated[str, Field(json_schema_extra={"enum": PRODUCT_IDS})]
+    common_name: Annotated[Hostname, Field(examples=["www.example.com"])]
+    sans: Annotated[
+        list[Hostname], Field(max_length=MAX_SANS, json_schema_extra={"uniqueItems": True})
+    ] = []
     validity_years: Literal[1, 2, 3]
     payment_method: PaymentMethod | None = None
 

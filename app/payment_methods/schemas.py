@@ -11,7 +11,9 @@ HolderName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 class CardDetailsIn(RequestModel):
     number: Annotated[str, StringConstraints(min_length=1, max_length=40)] = Field(
-        description="The card number; spaces and dashes are ignored. Never stored."
+        description="The card number (its check digit must hold); spaces and dashes are "
+        "ignored. Never stored.",
+        json_schema_extra={"format": "card-number"},
     )
     exp_month: Annotated[int, Field(ge=1, le=12)]
     exp_year: Annotated[int, Field(ge=2000, le=2100)]

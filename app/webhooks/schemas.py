@@ -4,10 +4,20 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
+from app.kit.ids import ID_PATTERN
 from app.kit.schemas import PatchModel, RequestModel, ResponseModel, Timestamp
 from app.webhooks.models import DeliveryStatus, EndpointStatus, EventType
 
-Url = Annotated[str, Field(min_length=1, max_length=2048, examples=["https://example.com/hooks"])]
+Url = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2048,
+        json_schema_extra={"format": "https-url"},
+        description="An https:// URL on the internet (not this machine, not a private network).",
+        examples=["https://example.com/hooks"],
+    ),
+]
 Description = Annotated[str, Field(max_length=500)]
 EventTypes = Annotated[
     list[EventType],
@@ -100,4 +110,4 @@ class DeliveryOut(ResponseModel):
 
 
 class ResendIn(RequestModel):
-    event_id: Annotated[str, Field(min_length=1, max_length=64)]
+    event_id: Annotated[str, Field(pattern=ID_PATTERN, examples=["evt_7ls5uwjqkybrmb4xkyzoxd3gmu"])]
