@@ -59,12 +59,9 @@ COUNTRY_CODES = sorted(country.alpha_2 for country in pycountry.countries)
 
 
 def _country(value: str | None) -> str | None:
-    """Normalised to capitals: US, or us."""
-    if value is None:
-        return None
-    if value.upper() not in _COUNTRIES or value not in (value.upper(), value.lower()):
-        raise ValueError("must be an ISO 3166-1 alpha-2 country code, e.g. US")
-    return value.upper()
+    if value is not None and value not in _COUNTRIES:
+        raise ValueError("must be an ISO 3166-1 alpha-2 country code in capitals, e.g. US")
+    return value
 
 
 _COUNTRIES = frozenset(COUNTRY_CODES)
@@ -87,7 +84,7 @@ Country = Annotated[
     Annotated[
         str,
         Field(
-            json_schema_extra={"enum": COUNTRY_CODES + [code.lower() for code in COUNTRY_CODES]},
+            json_schema_extra={"enum": COUNTRY_CODES},
             examples=["US"],
         ),
     ]
