@@ -10,8 +10,10 @@ from sqlalchemy import CheckConstraint, Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import app.models  # noqa: F401  (registers every table)
+from app.billing.schemas import PLAN_IDS
 from app.kit.db import Base, async_url
 from app.kit.states import StateColumn
+from app.orders.schemas import PRODUCT_IDS, WILDCARD_PRODUCT_IDS
 
 _QUOTED = re.compile(r"'([^']*)'::(?:character varying|text)")
 
@@ -51,3 +53,20 @@ async def test_each_state_column_admits_exactly_its_enum(database_url: str) -> N
     finally:
         await engine.dispose()
     assert {name: found.get(name) for name in expected} == expected
+
+
+async def test_the_schemas_catalogue_is_the_seeded_one(database_url: str) -> None:
+    """The OpenAPI enums of product and plan ids (and which products take wildcard names) are
+    what the migrations seeded."""
+    engine = create_async_engine(async_url(database_url))
+    try:
+        async with engine.connect() as connection:
+            products = (
+                await connection.exec_driver_sql("SELECT id, wildcard FROM product ORDER BY id")
+            ).all()
+            plans = (await connection.exec_driver_sql("SELECT id FROM plan ORDER BY id")).all()
+    finally:
+        await engine.dispose()
+    assert [p.id for p in products] == sorted(PRODUCT_IDS)
+    assert [p.id for p in products if p.wildcard] == sorted(WILDCARD_PRODUCT_IDS)
+    assert [p.id for p in plans] == sorted(PLAN_IDS)
