@@ -342,6 +342,11 @@ async def charge_auto_top_up(unit: UnitOfWork, gateway: Gateway, deposit_id: str
     )
     if deposit is None or deposit.charge_started_at is not None:
         return deposit
+    rule = await unit.session.get(FinanceSettings, deposit.account_id)
+    if rule is None or rule.auto_top_up_status != AutoTopUpStatus.ACTIVE:
+        # Suspended (a declined or removed card) or turned off since it was queued: a
+        # suspended rule charges nothing, whatever card is on file now.
+        return await _fail_deposit(unit, deposit.id, "auto_top_up_not_active", None)
     card = await unit.session.get(Card, deposit.account_id)
     if card is None:  # removed since: the removal suspended the rule
         failed = await _fail_deposit(unit, deposit.id, "no_card_on_file", None)

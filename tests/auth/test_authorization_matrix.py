@@ -182,7 +182,7 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/account", "member", 200),
     Endpoint("PATCH", "/v1/account", "admin", 200, _fixed({"company_name": "Matrix Ltd"})),
     Endpoint("GET", "/v1/account/billing", "member", 200),
-    Endpoint("PUT", "/v1/account/billing", "admin", 200, _fixed({"country": "de"})),
+    Endpoint("PUT", "/v1/account/billing", "admin", 200, _fixed({"country": "DE"})),
     Endpoint("PUT", "/v1/account/password", "own_password", 204, _password_body),
     Endpoint("POST", "/v1/api-keys", "admin", 201, _fixed({"name": "new", "role": "user"})),
     Endpoint("GET", "/v1/api-keys", "admin", 200),
