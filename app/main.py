@@ -136,14 +136,61 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         "description": "Problem details (RFC 9457)",
         "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
-    for path_item in schema.get("paths", {}).values():
+    for path, path_item in schema.get("paths", {}).items():
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
+            _document_failures(operation, path, problem)
             responses["default"] = problem
             _document_idempotency_key(operation)
     app.openapi_schema = schema
     return schema
+
+
+# What any route of a kind can answer, beside its own failures (app.kit.errors.errors).
+_UNAUTHENTICATED = "unauthenticated: no credentials, or ones expired or revoked"
+_FORBIDDEN = "forbidden: the caller's role does not allow it (or its integration)"
+_NOT_FOUND = "not_found: no such object in the caller's account"
+_INVALID = "validation_error: the request does not match this schema"
+_UNAVAILABLE = "service_unavailable: the database cannot be reached (Retry-After)"
+_IN_PROCESS = {"/healthz", "/metrics"}  # answered without the database
+
+
+def _document_failures(operation: dict[str, Any], path: str, problem: dict[str, Any]) -> None:
+    """Every failure status a route answers, each with the problem+json schema and the codes
+    it carries: its own (from the route) and those of every route of its kind."""
+    responses: dict[str, Any] = operation["responses"]
+    parameters = operation.get("parameters", [])
+    names = {p["name"] for p in parameters if p["in"] == "header"}
+    found: dict[str, list[str]] = {}
+
+    def add(status: int, codes: str) -> None:
+        found.setdefault(str(status), []).append(codes)
+
+    if operation.get("security"):
+        add(401, _UNAUTHENTICATED)
+        add(403, _FORBIDDEN)
+    if any(p["in"] == "path" for p in parameters):
+        add(404, _NOT_FOUND)
+    if parameters or "requestBody" in operation:
+        add(422, _INVALID)
+    if "requestBody" in operation:
+        add(413, "payload_too_large: a body over 1 MiB")
+    if "Idempotency-Key" in names:
+        if operation.get("x-idempotency-key") == "required":
+            add(400, "idempotency_key_required")
+        add(409, "idempotency_key_in_use: a request with this key is still running")
+        add(422, "idempotency_key_reused: the key came with another request")
+    if path not in _IN_PROCESS:
+        add(503, _UNAVAILABLE)
+    for status, response in list(responses.items()):
+        if status.isdigit() and int(status) >= 400:
+            found.setdefault(status, []).insert(0, response.get("description", ""))
+    for status in sorted(found):
+        responses[status] = {
+            "description": "; ".join(dict.fromkeys(c for c in found[status] if c)),
+            "content": problem["content"],
+        }
 
 
 # 1-255 printable ASCII characters, none of them blank at either end (HTTP trims those).

@@ -26,6 +26,7 @@ from app.auth.principal import (
 )
 from app.auth.schemas import ApiKeyOut
 from app.deps import ClientAddress, SettingsDep
+from app.kit.errors import errors
 from app.kit.pagination import Page, PageParams
 from app.kit.routing import ApiRoute, Unit
 
@@ -49,6 +50,14 @@ async def get_me(principal: Authenticated) -> MeOut:
     status_code=201,
     response_model=SignupOut,
     summary="Sign up: an account and its first admin",
+    responses=errors(
+        {
+            403: "signup_disabled",
+            409: "email_taken",
+            422: "weak_password",
+            429: "too_many_attempts (Retry-After)",
+        }
+    ),
 )
 async def signup(
     body: SignupIn, unit: Unit, settings: SettingsDep, client_ip: ClientAddress
@@ -83,7 +92,18 @@ async def replace_billing_info(
     return BillingInfoOut.model_validate(info.model_dump())
 
 
-@router.put("/account/password", status_code=204, summary="Change your own password")
+@router.put(
+    "/account/password",
+    status_code=204,
+    summary="Change your own password",
+    responses=errors(
+        {
+            400: "invalid_current_password",
+            422: "weak_password, password_confirmation_mismatch",
+            429: "too_many_attempts (Retry-After)",
+        }
+    ),
+)
 async def change_password(
     body: PasswordChangeIn,
     principal: RequireSignedInUser,
@@ -96,7 +116,12 @@ async def change_password(
 
 
 @router.post(
-    "/users", status_code=201, response_model=UserOut, tags=["users"], summary="Add a user"
+    "/users",
+    status_code=201,
+    response_model=UserOut,
+    tags=["users"],
+    summary="Add a user",
+    responses=errors({409: "email_taken", 422: "weak_password"}),
 )
 async def create_user(body: UserCreateIn, principal: RequireAccessAdmin, unit: Unit) -> UserOut:
     return UserOut.model_validate(await service.create_user(unit, principal, body))
@@ -118,6 +143,7 @@ async def get_user(user_id: str, principal: RequireAdmin, unit: Unit) -> UserOut
     response_model=UserOut,
     tags=["users"],
     summary="Rename a user or change their role",
+    responses=errors({409: "last_admin"}),
 )
 async def update_user(
     user_id: str, body: UserPatch, principal: RequireAccessAdmin, unit: Unit
@@ -125,7 +151,13 @@ async def update_user(
     return UserOut.model_validate(await service.update_user(unit, principal, user_id, body))
 
 
-@router.delete("/users/{user_id}", status_code=204, tags=["users"], summary="Remove a user")
+@router.delete(
+    "/users/{user_id}",
+    status_code=204,
+    tags=["users"],
+    summary="Remove a user",
+    responses=errors({409: "last_admin"}),
+)
 async def delete_user(user_id: str, principal: RequireAccessAdmin, unit: Unit) -> Response:
     await service.delete_user(unit, principal, user_id)
     return Response(status_code=204)

@@ -9,6 +9,7 @@ from app.auth import service
 from app.auth.principal import RequireAccessAdmin, RequireAdmin
 from app.auth.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyOut, TokenOut
 from app.deps import ClientAddress, SettingsDep
+from app.kit.errors import errors
 from app.kit.pagination import Page, PageParams
 from app.kit.routing import ApiRoute, Unit, secret_fields
 
@@ -16,7 +17,10 @@ router = APIRouter(prefix="/v1", tags=["auth"], route_class=ApiRoute)
 
 
 @router.post(
-    "/auth/token", response_model=TokenOut, summary="Get an access token (OAuth2 password flow)"
+    "/auth/token",
+    response_model=TokenOut,
+    summary="Get an access token (OAuth2 password flow)",
+    responses=errors({401: "invalid_credentials", 429: "too_many_attempts (Retry-After)"}),
 )
 async def create_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],

@@ -16,7 +16,7 @@ from app.finance.schemas import (
     TransactionOut,
     deposit_out,
 )
-from app.kit.errors import ApiError
+from app.kit.errors import ApiError, errors
 from app.kit.pagination import Page, PageParams
 from app.kit.routing import IDEMPOTENCY_REQUIRED, ApiRoute, IdempotencyKeyDep, Unit
 from app.payment_methods.settings import AutoTopUp, PaymentSettings
@@ -67,7 +67,18 @@ async def get_finance_settings(principal: RequireFinance, unit: Unit) -> Finance
     return _settings_out(await service.get_payment_settings(unit, principal))
 
 
-@router.patch("/settings", response_model=FinanceSettingsOut, summary="Change payment settings")
+@router.patch(
+    "/settings",
+    response_model=FinanceSettingsOut,
+    summary="Change payment settings",
+    responses=errors(
+        {
+            403: "payment_method_not_allowed",
+            409: "no_card_on_file",
+            422: "no_payment_method_enabled, default_method_disabled, payment_method_disabled",
+        }
+    ),
+)
 async def update_finance_settings(
     body: FinanceSettingsPatch, principal: RequireFinance, unit: Unit, settings: SettingsDep
 ) -> FinanceSettingsOut:
@@ -89,7 +100,17 @@ async def get_balance(principal: RequireMember, unit: Unit) -> BalanceOut:
     status_code=201,
     response_model=DepositOut,
     openapi_extra=IDEMPOTENCY_REQUIRED,
-    responses={202: {"model": DepositOut, "description": "Outcome unknown yet: pending"}},
+    responses={
+        202: {"model": DepositOut, "description": "Outcome unknown yet: pending"},
+        **errors(
+            {
+                402: "card_declined",
+                403: "payment_method_not_allowed",
+                409: "no_card_on_file",
+                422: "amount_out_of_range",
+            }
+        ),
+    },
     summary="Deposit funds: charge the card on file and credit the balance",
 )
 async def create_deposit(

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from app.accounts.schemas import Email
 from app.finance.models import Deposit, DepositSource, DepositStatus, LedgerEntryType
@@ -71,6 +71,8 @@ class BalanceOut(ResponseModel):
 
 
 class DepositIn(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"amount": "500.00"}]})
+
     amount: DepositAmountIn
 
 

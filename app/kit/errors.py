@@ -182,6 +182,13 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
 
+def errors(codes_by_status: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route's own failures, each status with the codes it answers
+    (`{402: "insufficient_funds, card_declined"}`); the OpenAPI document gives each the
+    problem+json schema, beside the failures every route of its kind has."""
+    return {status: {"description": codes} for status, codes in codes_by_status.items()}
+
+
 def validation_error(field: str, message: str) -> ApiError:
     """A 422 for a rule the schema alone cannot check, shaped like the schema's own errors."""
     return ApiError(

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Response
 
 from app.auth.principal import RequireMember
 from app.deps import GatewayDep
-from app.kit.errors import ApiError
+from app.kit.errors import ApiError, errors
 from app.kit.pagination import Page, PageParams
 from app.kit.routing import IDEMPOTENCY_REQUIRED, ApiRoute, IdempotencyClaimDep, Unit
 from app.orders import service
@@ -41,7 +41,17 @@ def _order_answer(order: CertificateOrder) -> Response:
     status_code=201,
     response_model=OrderOut,
     openapi_extra=IDEMPOTENCY_REQUIRED,
-    responses={202: {"model": OrderOut, "description": "Card charge outcome unknown yet"}},
+    responses={
+        202: {"model": OrderOut, "description": "Card charge outcome unknown yet"},
+        **errors(
+            {
+                402: "insufficient_funds, card_declined",
+                403: "payment_method_not_allowed",
+                409: "no_card_on_file",
+                422: "payment_method_required, payment_method_disabled",
+            }
+        ),
+    },
     summary="Order a certificate, paid from the balance or by card",
 )
 async def create_order(
@@ -74,7 +84,10 @@ async def get_order(order_id: str, principal: RequireMember, unit: Unit) -> Orde
 
 
 @router.post(
-    "/orders/{order_id}/cancel", response_model=OrderOut, summary="Cancel and refund an order"
+    "/orders/{order_id}/cancel",
+    response_model=OrderOut,
+    summary="Cancel and refund an order",
+    responses=errors({409: "order_not_cancelable"}),
 )
 async def cancel_order(
     order_id: str, principal: RequireMember, unit: Unit, gateway: GatewayDep

@@ -59,6 +59,16 @@ def _names_of_the_product(schema: dict[str, Any]) -> None:
         "required": ["product_id"],
     }
     schema["then"] = {}
+    schema["examples"] = [
+        {"product_id": "ssl_dv", "common_name": "www.example.com", "validity_years": 1},
+        {
+            "product_id": "ssl_ov_wildcard",
+            "common_name": "*.example.com",
+            "sans": ["example.com"],
+            "validity_years": 2,
+            "payment_method": "balance",
+        },
+    ]
     schema["else"] = {
         "properties": {"common_name": plain, "sans": {"type": "array", "items": plain}}
     }

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.auth.principal import RequireAdmin, RequireFinance
 from app.deps import SettingsDep
+from app.kit.errors import errors
 from app.kit.pagination import Page, PageParams
 from app.kit.routing import ApiRoute, Unit, secret_fields
 from app.webhooks import service
@@ -52,6 +53,7 @@ def _delivery_out(delivery: WebhookDelivery) -> DeliveryOut:
     response_model=EndpointWithSecret,
     openapi_extra=secret_fields("secret"),
     summary="Add a webhook endpoint (its secret is shown this once)",
+    responses=errors({422: "webhook_url_not_allowed, too_many_webhook_endpoints"}),
 )
 async def create_webhook_endpoint(
     body: EndpointIn, principal: RequireAdmin, unit: Unit, settings: SettingsDep, guard: Guard
@@ -83,6 +85,7 @@ async def get_webhook_endpoint(
     "/webhook-endpoints/{endpoint_id}",
     response_model=EndpointOut,
     summary="Change a webhook endpoint's URL, events, description or status",
+    responses=errors({422: "webhook_url_not_allowed"}),
 )
 async def update_webhook_endpoint(
     endpoint_id: str, body: EndpointPatch, principal: RequireAdmin, unit: Unit, guard: Guard
@@ -135,6 +138,7 @@ async def list_webhook_deliveries(
     status_code=202,
     response_model=DeliveryOut,
     summary="Send an event to a webhook endpoint again",
+    responses=errors({409: "webhook_endpoint_disabled, webhook_event_not_subscribed"}),
 )
 async def resend_webhook_event(
     endpoint_id: str, body: ResendIn, principal: RequireAdmin, unit: Unit, settings: SettingsDep
