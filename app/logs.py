@@ -21,3 +21,6 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # httpx logs every request's full URL at INFO, and a webhook URL may carry a partner's
+    # token in its query: our own lines name the endpoint by its id instead.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -149,14 +149,17 @@ class WebhookSender:
         except (TimeoutError, httpx.TimeoutException):
             return _Answer(None, "timeout")
         except httpx.HTTPError as error:
-            logger.info("webhook %s to %s: %s", attempt.event_id, attempt.url, error)
+            logger.info("webhook %s to %s: %s", attempt.event_id, attempt.endpoint_id, error)
             return _Answer(None, "connection_failed")
 
     async def _resolve_and_post(self, attempt: _Attempt) -> _Answer:
         try:
             target = await self.guard.target(attempt.url)
         except UrlRefused as refused:
-            logger.warning("webhook %s to %s refused: %s", attempt.event_id, attempt.url, refused)
+            # The endpoint's id, not its URL: a URL may carry a partner's token.
+            logger.warning(
+                "webhook %s to %s refused: %s", attempt.event_id, attempt.endpoint_id, refused
+            )
             return _Answer(None, "url_not_allowed")
         at = _now()
         headers = {
