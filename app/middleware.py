@@ -43,6 +43,10 @@ class HttpEnvelopeMiddleware:
             await self.app(scope, receive, send)
             return
 
+        # HEAD is GET without the body, wherever GET is served (as 405's Allow says).
+        head = scope["method"] == "HEAD"
+        if head:
+            scope = {**scope, "method": "GET"}
         headers = dict(scope["headers"])
         sent_id = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = sent_id if _CLIENT_REQUEST_ID.match(sent_id) else uuid.uuid4().hex
@@ -61,6 +65,8 @@ class HttpEnvelopeMiddleware:
                 message["headers"] = list(message.get("headers", [])) + [
                     (name, value) for name, value in extra if name not in names
                 ]
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         declared = headers.get(b"content-length")

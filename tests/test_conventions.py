@@ -160,6 +160,22 @@ async def test_a_405_allows_exactly_the_methods_of_its_path(
     assert response.headers["allow"] == allow
 
 
+async def test_head_is_get_without_the_body_wherever_get_is_served(
+    client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    admin = await sign_up()
+    for path, headers in (("/healthz", {}), ("/v1/account", admin.headers)):
+        got = await client.get(path, headers=headers)
+        head = await client.head(path, headers=headers)
+        assert (head.status_code, head.content) == (got.status_code, b"")
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == got.headers["content-length"]
+    unauthenticated = await client.head("/v1/account")
+    assert (unauthenticated.status_code, unauthenticated.content) == (401, b"")
+    refused = await client.head("/v1/orders/ord_123/cancel")
+    assert (refused.status_code, refused.headers["allow"]) == (405, "POST")
+
+
 async def test_malformed_json_is_422_validation_error(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/v1/signup",
