@@ -37,6 +37,30 @@ async def test_an_error_is_replayed_too(client: httpx.AsyncClient, sign_up: Sign
     assert again.headers["Idempotent-Replayed"] == "true"
 
 
+async def test_copies_of_a_refused_order_sent_at_once_get_its_one_402(
+    client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    """SPEC §8 for a failure: the first copy's 402 is kept under the key in the statement
+    that refused it, so every other copy replays it (or, still running, gets 409); none
+    runs an order of its own."""
+    admin = await sign_up()
+    await fund(client, admin, "20.00")  # an order costs 49.00
+    for _ in range(5):
+        shared = key()
+        answers = await asyncio.gather(*(order(client, admin, shared) for _ in range(8)))
+        originals = [
+            a for a in answers if a.status_code == 402 and "idempotent-replayed" not in a.headers
+        ]
+        replays = [a for a in answers if a.headers.get("idempotent-replayed") == "true"]
+        in_use = [a for a in answers if a.status_code == 409]
+        assert len(originals) == 1, [(a.status_code, a.text) for a in answers]
+        assert len(originals) + len(replays) + len(in_use) == 8
+        assert all(r.status_code == 402 and r.content == originals[0].content for r in replays)
+        assert all(a.json()["code"] == "idempotency_key_in_use" for a in in_use)
+    assert await balance(client, admin) == "20.00"
+    assert [e["type"] for e in await ledger(client, admin)] == ["deposit"]
+
+
 async def test_same_key_with_another_body_is_422(
     client: httpx.AsyncClient, sign_up: SignUp
 ) -> None:

@@ -31,6 +31,7 @@ class ApiError(Exception):
         *,
         headers: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
+        keeps_changes: bool = False,
     ) -> None:
         super().__init__(detail or code)
         self.code = code
@@ -38,6 +39,14 @@ class ApiError(Exception):
         self.detail = detail or HTTPStatus(status).phrase
         self.headers = headers or {}
         self.extra = extra or {}
+        # What the request wrote stands (committed with the answer), as when a failure's
+        # answer was stored under its Idempotency-Key by the statement that failed.
+        self.keeps_changes = keeps_changes
+
+    def response(self) -> "JSONResponse":
+        return problem_response(
+            self.code, self.status, self.detail, headers=self.headers, extra=self.extra
+        )
 
 
 class NotFound(ApiError):

@@ -24,7 +24,7 @@ from fastapi.security.base import SecurityBase
 
 from app.kit import idempotency
 from app.kit.db import Database, UnitOfWork
-from app.kit.errors import ApiError, problem_response
+from app.kit.errors import ApiError
 
 IDEMPOTENCY_REQUIRED = {"x-idempotency-key": "required"}
 _AUTHENTICATES = "__authenticates__"
@@ -173,7 +173,12 @@ class ApiRoute(APIRoute):
             async def attempt(unit: UnitOfWork) -> Response:
                 request.state.unit = unit
                 request.state.idempotency = None
-                response = await handler(request)
+                try:
+                    response = await handler(request)
+                except ApiError as error:
+                    if not error.keeps_changes:
+                        raise
+                    response = error.response()  # committed with what the request wrote
                 claim: idempotency.Claim | None = request.state.idempotency
                 unanswered = claim is not None and claim.held and not claim.answered
                 if unanswered and response.status_code < 500:
@@ -186,9 +191,7 @@ class ApiRoute(APIRoute):
             except idempotency.Replay as replay:
                 return replay.response
             except ApiError as error:
-                response = problem_response(
-                    error.code, error.status, error.detail, headers=error.headers, extra=error.extra
-                )
+                response = error.response()
                 await _after_failure(request, database, error.status, response)
                 return response
             except Exception:

@@ -26,7 +26,7 @@ from app.gateway.base import Charge, Gateway, Refund
 from app.kit import idempotency, payments
 from app.kit.clock import Clock
 from app.kit.db import UnitOfWork
-from app.kit.errors import ApiError, NotFound, validation_error
+from app.kit.errors import ApiError, NotFound, problem_response, validation_error
 from app.kit.ids import new_id
 from app.kit.pagination import PageRequest, paginate
 from app.orders.models import CertificateOrder, OrderStatus, Product, RefundStatus
@@ -129,7 +129,7 @@ def _insufficient_funds() -> ApiError:
 
 _PLACE_BALANCE_ORDER = """
     SELECT place_balance_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                               $15, $16)
+                               $15, $16, $17, $18)
 """
 
 
@@ -139,6 +139,7 @@ class _BalanceOutcome(StrEnum):
     PAID = "paid"
     NOT_BALANCE = "not_balance"  # not paid from the balance: the rules below decide
     KEY_TAKEN = "key_taken"  # a replay, a reuse, or a request still running
+    INSUFFICIENT_FUNDS = "insufficient_funds"  # the key kept with the 402
     ORDER_EXISTS = "order_exists"  # raised (BL409): an order was made under this key already
 
 
@@ -152,6 +153,8 @@ async def _pay_from_balance(
 ) -> _BalanceOutcome:
     """Paid, or what stopped it; raises 402."""
     response = answer(order)
+    refusal = _insufficient_funds()
+    refused = problem_response(refusal.code, refusal.status, refusal.detail)
     try:
         row = await unit.fetchrow_atomic(
             _PLACE_BALANCE_ORDER,
@@ -171,11 +174,10 @@ async def _pay_from_balance(
             order.created_at,
             bytes(response.body),
             response.headers.get("content-type"),
+            bytes(refused.body),
+            refused.headers.get("content-type"),
         )
     except asyncpg.PostgresError as error:
-        if error.sqlstate == "BL402":
-            claim.held = True  # the key was this request's: its 402 is kept under it
-            raise _insufficient_funds() from None
         if error.sqlstate == "BL409":
             return _BalanceOutcome.ORDER_EXISTS
         raise
@@ -183,6 +185,12 @@ async def _pay_from_balance(
     outcome = _BalanceOutcome(row[0])
     if outcome == _BalanceOutcome.PAID:
         claim.held = claim.answered = True
+    elif outcome == _BalanceOutcome.INSUFFICIENT_FUNDS:
+        # The statement kept the key with this very 402 (the order undone): it stands,
+        # committed with the answer, whatever transaction the unit had open.
+        claim.held = claim.answered = True
+        refusal.keeps_changes = True
+        raise refusal
     return outcome
 
 
