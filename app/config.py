@@ -17,9 +17,6 @@ class Settings(BaseSettings):
     # return, and opening one costs far more than a request.
     db_pool_size: int = 20
     db_max_overflow: int = 10
-    # "queue" (a real pool) or "null" (a connection per checkout: for tests whose
-    # requests run on short-lived event loops, such as schemathesis' ASGI client).
-    db_pool: Literal["queue", "null"] = "queue"
     # DATABASE_URL is PgBouncer in transaction pooling mode: each transaction may run on
     # another server connection, so no prepared statement outlives its statement (a little
     # slower: every statement is parsed again). Off when the URL is PostgreSQL itself.

@@ -32,7 +32,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.pool import NullPool
 
 from app.config import Settings
 from app.kit.errors import ApiError
@@ -89,10 +88,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     # Bound parameters never reach a log line or an error message (they may be an email, a
     # password digest or a token's subject).
     options: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
-    if settings.db_pool == "null":
-        options["poolclass"] = NullPool
-    else:
-        options.update(pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+    options.update(pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
     if settings.database_pgbouncer:
         options["connect_args"] = dict(WITHOUT_PREPARED_STATEMENTS)
     return create_async_engine(async_url(settings.database_url), **options)

@@ -1,8 +1,8 @@
 """Rules of webhook endpoints, the events API and redelivery (SPEC §12)."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import ColumnElement, func, select, text, update
 
 from app.accounts.models import Account
 from app.auth.principal import Principal
@@ -164,7 +164,7 @@ async def get_event(
     return event
 
 
-def _retention_start(settings: Settings) -> object:
+def _retention_start(settings: Settings) -> ColumnElement[datetime]:
     return func.clock_timestamp() - timedelta(days=settings.webhook_event_retention_days)
 
 
