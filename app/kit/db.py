@@ -24,14 +24,17 @@ from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.util import greenlet_spawn
 
 from app.config import Settings
 from app.kit.errors import ApiError
@@ -179,21 +182,52 @@ def is_disconnect(error: BaseException) -> bool:
 class UnitOfWork:
     """One request's or one task's database work: `session` (the ORM) and `connection()`
     (plain SQL on asyncpg) share one connection and one transaction, begun with the first
-    statement and committed by `Database.run` when the work is done."""
+    statement that needs one and committed by `Database.run` when the work is done.
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    The hot path needs neither an ORM session nor a transaction: its statements are
+    complete on their own (`fetchrow_atomic`). So the unit takes a pooled connection when
+    a statement first needs one, and makes its session when `session` is first used: on
+    that same connection, if one was taken."""
+
+    def __init__(self, database: "Database") -> None:
+        self._database = database
         self.commits = 0  # a retry from the start is safe only while this is 0
-        self._pooled: Any = None  # the session's pooled connection, until it commits
+        self._session: AsyncSession | None = None
+        # The pooled connection (SQLAlchemy's proxy) until a commit gives it back, and the
+        # session's view of it when the session joined it.
+        self._pooled: Any = None
+        self._owned = False  # taken by the unit itself, not through the session
+        self._joined: AsyncConnection | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            if self._pooled is None:
+                self._session = self._database.sessions()
+            else:
+                # Statements of their own ran (outside any transaction): the session joins
+                # their connection and begins its transaction there.
+                engine = self._database.engine
+                self._joined = AsyncConnection(
+                    engine, Connection(engine.sync_engine, connection=self._pooled)
+                )
+                self._owned = False  # closing the joined connection gives it back
+                self._session = self._database.sessions(bind=self._joined)
+        return self._session
 
     async def _pooled_connection(self) -> Any:
         if self._pooled is None:
-            connection = await self.session.connection()
-            self._pooled = await connection.get_raw_connection()
+            if self._session is not None:
+                connection = await self._session.connection()
+                self._pooled = await connection.get_raw_connection()
+            else:
+                self._pooled = await self._database.engine.raw_connection()
+                self._owned = True
         return self._pooled
 
     async def connection(self) -> asyncpg.Connection:
         """The asyncpg connection, inside the unit's transaction (begun now if need be)."""
+        await self.session.connection()  # the ORM's transaction is the unit's
         pooled = await self._pooled_connection()
         adapter = pooled.dbapi_connection
         if adapter._transaction is None:
@@ -214,22 +248,68 @@ class UnitOfWork:
         return row
 
     async def commit(self) -> None:
-        """Make what the unit did so far durable; what follows runs in a new transaction,
-        on a connection taken afresh when it is needed. Called by `Database.run`, and by
-        `app.kit.payments` before it charges a card."""
-        if not self._nothing_to_commit():
-            await self.session.commit()
-        self._pooled = None
+        """Make what the unit did so far durable and give the connection back; what follows
+        runs in a new transaction, on a connection taken afresh when it is needed (the
+        session and its objects stay). Called by `Database.run`, and by `app.kit.payments`
+        before it charges a card."""
+        session = self._session
+        if session is not None and not self._nothing_to_commit(session):
+            await session.commit()
+        await self._give_back()
         self.commits += 1
 
-    def _nothing_to_commit(self) -> bool:
-        """Only statements of their own ran (the hot path): no BEGIN was sent and the ORM
-        holds no change, so a commit would only cost SQLAlchemy's bookkeeping."""
-        session = self.session
-        return (
-            self._pooled is not None
-            and self._pooled.dbapi_connection._transaction is None
-            and not (session.new or session.dirty or session.deleted)
+    async def close(self) -> None:
+        """The end of the unit: a transaction still open rolled back, the connection back
+        to the pool."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+        await self._give_back()
+
+    async def _give_back(self) -> None:
+        pooled, owned, joined = self._pooled, self._owned, self._joined
+        self._pooled = self._joined = None
+        self._owned = False
+        if joined is not None:
+            if self._session is not None:
+                # From here the session takes its connections from the engine.
+                self._session.bind = self._database.engine
+                self._session.sync_session.bind = self._database.engine.sync_engine
+            await joined.close()
+        elif owned:
+            await greenlet_spawn(pooled.close)
+        # Otherwise the connection is the session's own: its commit or close gave it back.
+
+    async def discard(self, error: BaseException) -> None:
+        """Roll back; a connection that broke is invalidated, so the pool never hands it out
+        again (asyncpg raised straight from the driver is not seen by SQLAlchemy)."""
+        session, pooled = self._session, self._pooled
+        try:
+            if is_disconnect(error):
+                if session is not None:
+                    await session.invalidate()
+                if pooled is not None and pooled.is_valid:
+                    await greenlet_spawn(pooled.invalidate)
+            elif session is not None:
+                await session.rollback()
+        except Exception:
+            logger.debug("rollback after %s failed", type(error).__name__, exc_info=True)
+            try:
+                if pooled is not None and pooled.is_valid:
+                    await greenlet_spawn(pooled.invalidate)
+            except Exception:
+                logger.debug("invalidate failed", exc_info=True)
+        try:
+            await self.close()
+        except Exception:
+            logger.debug("closing after %s failed", type(error).__name__, exc_info=True)
+
+    @staticmethod
+    def _nothing_to_commit(session: AsyncSession) -> bool:
+        """No transaction was begun on the session and it holds no change: a commit would
+        only cost SQLAlchemy's bookkeeping."""
+        return not session.in_transaction() and not (
+            session.new or session.dirty or session.deleted
         )
 
 
@@ -238,7 +318,7 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._dropped_at = float("-inf")
 
     async def run(self, work: Callable[[UnitOfWork], Awaitable[T]], *, attempts: int = 5) -> T:
@@ -246,23 +326,23 @@ class Database:
         runs it again from the start (never a client's error) unless part of it has already
         committed; a lost database is `DatabaseUnavailable`."""
         for attempt in range(1, attempts + 1):
-            async with self._sessions() as session:
-                unit = UnitOfWork(session)
-                try:
-                    result = await work(unit)
-                    await unit.commit()
-                    return result
-                except BaseException as error:
-                    await _discard(session, error)
-                    if is_retryable(error) and unit.commits == 0 and attempt < attempts:
-                        await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-                        continue
-                    lost = isinstance(error, Exception) and not isinstance(error, ApiError)
-                    if lost and is_disconnect(error):
-                        logger.warning("database unavailable: %s", type(error).__name__)
-                        await self._drop_pooled_connections()
-                        raise DatabaseUnavailable from error
-                    raise
+            unit = UnitOfWork(self)
+            try:
+                result = await work(unit)
+                await unit.commit()
+                await unit.close()
+                return result
+            except BaseException as error:
+                await unit.discard(error)
+                if is_retryable(error) and unit.commits == 0 and attempt < attempts:
+                    await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+                    continue
+                lost = isinstance(error, Exception) and not isinstance(error, ApiError)
+                if lost and is_disconnect(error):
+                    logger.warning("database unavailable: %s", type(error).__name__)
+                    await self._drop_pooled_connections()
+                    raise DatabaseUnavailable from error
+                raise
         raise AssertionError("unreachable")
 
     async def _drop_pooled_connections(self) -> None:
@@ -281,19 +361,3 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-
-
-async def _discard(session: AsyncSession, error: BaseException) -> None:
-    """Roll back; a connection that broke is invalidated, so the pool never hands it out
-    again (asyncpg raised straight from the driver is not seen by SQLAlchemy)."""
-    try:
-        if is_disconnect(error):
-            await session.invalidate()
-        else:
-            await session.rollback()
-    except Exception:
-        logger.debug("rollback after %s failed", type(error).__name__, exc_info=True)
-        try:
-            await session.invalidate()
-        except Exception:
-            logger.debug("invalidate failed", exc_info=True)
