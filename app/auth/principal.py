@@ -4,8 +4,8 @@ Access rules are enforced here, once, and read from route signatures through the
 aliases at the bottom (`RequireAdmin`, `RequireFinance`, `RequireMember`).
 """
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -67,11 +67,22 @@ class CallerKey:
 
 
 @dataclass(frozen=True)
+class CallerRead:
+    """What a route reads of the caller's account in the caller's own statement, so that the
+    route needs no round trip of its own (the balance). `columns`: each name with its SQL
+    expression, `{account}` where the account's id goes; the values land in
+    `Principal.read` under those names."""
+
+    columns: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Principal:
     account: CallerAccount
     role: Role
     user: CallerUser | None = None
     api_key: CallerKey | None = None
+    read: Mapping[str, object] = field(default_factory=dict)  # what a CallerRead asked for
 
     @property
     def account_id(self) -> str:
@@ -94,6 +105,10 @@ class Unauthenticated(ApiError):
 
 @authenticates(BEARER, API_KEY)
 async def authenticate(request: Request) -> Principal:
+    return await _authenticate(request, None)
+
+
+async def _authenticate(request: Request, read: CallerRead | None) -> Principal:
     """The caller, read by one statement of its own before the request's transaction: every
     request runs it, so it skips the ORM and a BEGIN, and a revoked key or a changed password
     is refused at once. It reads both headers itself rather than through two more
@@ -108,23 +123,28 @@ async def authenticate(request: Request) -> Principal:
         request.app.state.settings,
         token.strip() if scheme.lower() == "bearer" else None,
         request.headers.get("x-api-key"),
+        read,
     )
     request.state.principal = principal
     return principal
 
 
 async def _identify(
-    unit: UnitOfWork, settings: Settings, token: str | None, key: str | None
+    unit: UnitOfWork,
+    settings: Settings,
+    token: str | None,
+    key: str | None,
+    read: CallerRead | None,
 ) -> Principal:
     if token:
         claims = read_access_token(token, settings.secret_key)
         if claims is None:
             raise Unauthenticated
-        return await _from_token(unit, claims)
+        return await _from_token(unit, claims, read)
     if key:
         if len(key) > 200:
             raise Unauthenticated
-        return await _from_api_key(unit, key)
+        return await _from_api_key(unit, key, read)
     raise Unauthenticated
 
 
@@ -134,7 +154,7 @@ _ACCOUNT_COLUMNS = """a.name AS a_name, a.company_name AS a_company_name, a.emai
 
 _USER_BY_ID = f"""
     SELECT u.id, u.account_id, u.email, u.name, u.role, u.token_version, u.created_at,
-           {_ACCOUNT_COLUMNS}
+           {_ACCOUNT_COLUMNS}{{read}}
     FROM app_user u JOIN account a ON a.id = u.account_id
     WHERE u.id = $1 AND u.deleted_at IS NULL
 """  # noqa: S608  (constant text, no input in it)
@@ -153,9 +173,29 @@ _API_KEY_BY_DIGEST = f"""
           AND (last_used_at IS NULL OR last_used_at < clock_timestamp() - $2::interval)
         RETURNING last_used_at
     )
-    SELECT k.*, COALESCE((SELECT last_used_at FROM touched), k.last_used_at) AS used_at
+    SELECT k.*, COALESCE((SELECT last_used_at FROM touched), k.last_used_at) AS used_at{{read}}
     FROM k
 """  # noqa: S608
+
+
+def _statement(template: str, account: str, read: CallerRead | None) -> str:
+    """The caller's statement, with the columns a route asked to read along (once each)."""
+    key = (template, read)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        columns = "".join(
+            f",\n    {expression.format(account=account)} AS {name}"
+            for name, expression in (read.columns if read else ())
+        )
+        statement = _STATEMENTS[key] = template.format(read=columns)
+    return statement
+
+
+_STATEMENTS: dict[tuple[str, CallerRead | None], str] = {}
+
+
+def _read(row: asyncpg.Record, read: CallerRead | None) -> Mapping[str, object]:
+    return {name: row[name] for name, _ in read.columns} if read else {}
 
 
 def _account(row: asyncpg.Record) -> CallerAccount:
@@ -169,8 +209,8 @@ def _account(row: asyncpg.Record) -> CallerAccount:
     )
 
 
-async def _from_token(unit: UnitOfWork, claims: AccessClaims) -> Principal:
-    row = await unit.fetchrow_atomic(_USER_BY_ID, claims.user_id)
+async def _from_token(unit: UnitOfWork, claims: AccessClaims, read: CallerRead | None) -> Principal:
+    row = await unit.fetchrow_atomic(_statement(_USER_BY_ID, "u.account_id", read), claims.user_id)
     if (
         row is None
         or row["token_version"] != claims.token_version
@@ -186,11 +226,15 @@ async def _from_token(unit: UnitOfWork, claims: AccessClaims) -> Principal:
         token_version=row["token_version"],
         created_at=row["created_at"],
     )
-    return Principal(account=_account(row), role=user.role, user=user)
+    return Principal(account=_account(row), role=user.role, user=user, read=_read(row, read))
 
 
-async def _from_api_key(unit: UnitOfWork, key: str) -> Principal:
-    row = await unit.fetchrow_atomic(_API_KEY_BY_DIGEST, api_key_digest(key), _LAST_USED_RESOLUTION)
+async def _from_api_key(unit: UnitOfWork, key: str, read: CallerRead | None) -> Principal:
+    row = await unit.fetchrow_atomic(
+        _statement(_API_KEY_BY_DIGEST, "k.account_id", read),
+        api_key_digest(key),
+        _LAST_USED_RESOLUTION,
+    )
     if row is None:
         raise Unauthenticated
     api_key = CallerKey(
@@ -203,16 +247,24 @@ async def _from_api_key(unit: UnitOfWork, key: str) -> Principal:
         created_at=row["created_at"],
         last_used_at=row["used_at"],
     )
-    return Principal(account=_account(row), role=api_key.role, api_key=api_key)
+    return Principal(
+        account=_account(row), role=api_key.role, api_key=api_key, read=_read(row, read)
+    )
 
 
-def require_role(*roles: Role, refuse: Callable[[Principal], ApiError | None] | None = None) -> Any:
+def require_role(
+    *roles: Role,
+    refuse: Callable[[Principal], ApiError | None] | None = None,
+    read: CallerRead | None = None,
+) -> Any:
     """The caller, if their role is one of `roles` and `refuse` finds nothing to object to;
-    else 403. Checked before anything else of the request (its Idempotency-Key included)."""
+    else 403. Checked before anything else of the request (its Idempotency-Key included).
+    `read`: what of the account to read along with the caller (nothing is revealed before
+    the role check: the route answers only after it)."""
 
     @authenticates(BEARER, API_KEY)
     async def check(request: Request) -> Principal:
-        principal = await authenticate(request)
+        principal = await _authenticate(request, read)
         if principal.role not in roles:
             raise Forbidden
         refusal = refuse(principal) if refuse else None
@@ -255,7 +307,8 @@ async def require_user(request: Request) -> Principal:
 
 
 Authenticated = Annotated[Principal, Depends(authenticate)]
-RequireMember = Annotated[Principal, require_role(Role.ADMIN, Role.FINANCE, Role.USER)]
+MEMBER_ROLES = (Role.ADMIN, Role.FINANCE, Role.USER)
+RequireMember = Annotated[Principal, require_role(*MEMBER_ROLES)]
 RequireFinance = Annotated[Principal, require_role(Role.ADMIN, Role.FINANCE)]
 RequireAdmin = Annotated[Principal, require_role(Role.ADMIN)]
 RequireSignedInUser = Annotated[Principal, Depends(require_user)]

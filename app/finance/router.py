@@ -1,8 +1,16 @@
 """HTTP endpoints of finance settings, the balance, deposits and the ledger."""
 
+from typing import Annotated
+
 from fastapi import APIRouter, Response
 
-from app.auth.principal import RequireDepositor, RequireFinance, RequireMember
+from app.auth.principal import (
+    MEMBER_ROLES,
+    Principal,
+    RequireDepositor,
+    RequireFinance,
+    require_role,
+)
 from app.deps import GatewayDep, SettingsDep
 from app.finance import service
 from app.finance.models import DepositStatus, LedgerEntry
@@ -85,9 +93,15 @@ async def update_finance_settings(
     return _settings_out(await service.update_payment_settings(unit, settings, principal, body))
 
 
+# Who may read the balance, the balance read along (no round trip of its own).
+RequireMemberWithBalance = Annotated[
+    Principal, require_role(*MEMBER_ROLES, read=service.BALANCE_READ)
+]
+
+
 @router.get("/balance", response_model=BalanceOut, summary="The account balance")
-async def get_balance(principal: RequireMember, unit: Unit) -> BalanceOut:
-    view = await service.get_balance(unit, principal)
+async def get_balance(principal: RequireMemberWithBalance) -> BalanceOut:
+    view = service.balance_of(principal)
     return BalanceOut(
         balance=view.balance_cents,
         low_balance_threshold=view.low_balance_threshold_cents,

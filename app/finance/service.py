@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from app.accounts.models import Account, BillingInfo
 from app.auth.models import Integration
-from app.auth.principal import Principal
+from app.auth.principal import CallerRead, Principal
 from app.config import Settings
 from app.finance.ledger import Posting, post_entry
 from app.finance.models import (
@@ -169,17 +169,29 @@ class BalanceView:
         return threshold is not None and self.balance_cents < threshold
 
 
-_BALANCE = """
-    SELECT (SELECT balance_cents FROM account_balance WHERE account_id = $1),
-           (SELECT low_balance_threshold_cents FROM finance_settings WHERE account_id = $1)
-"""
+# The balance is read along with the caller, in the caller's own statement: one round trip
+# in all, and one consistent snapshot.
+BALANCE_READ = CallerRead(
+    columns=(
+        (
+            "balance_cents",
+            "(SELECT balance_cents FROM account_balance WHERE account_id = {account})",
+        ),
+        (
+            "low_balance_threshold_cents",
+            "(SELECT low_balance_threshold_cents FROM finance_settings"
+            " WHERE account_id = {account})",
+        ),
+    )
+)
 
 
-async def get_balance(unit: UnitOfWork, principal: Principal) -> BalanceView:
-    """One statement, so one consistent snapshot, without a transaction around it."""
-    row = await unit.fetchrow_atomic(_BALANCE, principal.account_id)
-    assert row is not None
-    return BalanceView(row[0] or 0, row[1])
+def balance_of(principal: Principal) -> BalanceView:
+    """The balance as the caller's statement read it (a route that asked for BALANCE_READ)."""
+    balance, threshold = (principal.read[name] for name, _ in BALANCE_READ.columns)
+    assert isinstance(balance, int | None)
+    assert isinstance(threshold, int | None)
+    return BalanceView(balance or 0, threshold)
 
 
 # Deposits
