@@ -61,7 +61,8 @@ async def create_order(
     gateway: GatewayDep,
     claim: IdempotencyClaimDep,
 ) -> Response:
-    order = await service.create_order(unit, gateway, principal, body, claim, _order_answer)
+    placed = await service.create_order(unit, gateway, principal, body, claim, _order_answer)
+    order = placed.order
     if order.status == OrderStatus.FAILED:
         raise ApiError(
             "card_declined",
@@ -69,7 +70,7 @@ async def create_order(
             "The card was declined; the order was not paid.",
             extra={"decline_code": order.decline_code, "order_id": order.id},
         )
-    return _order_answer(order)
+    return placed.answer or _order_answer(order)
 
 
 @router.get("/orders", response_model=Page[OrderOut], summary="List orders")

@@ -150,8 +150,8 @@ async def _pay_from_balance(
     claim: idempotency.Claim,
     requested_method: PaymentMethod | None,
     answer: Answer,
-) -> _BalanceOutcome:
-    """Paid, or what stopped it; raises 402."""
+) -> tuple[_BalanceOutcome, Response]:
+    """Paid (with the answer stored under the key), or what stopped it; raises 402."""
     response = answer(order)
     refusal = _insufficient_funds()
     refused = problem_response(refusal.code, refusal.status, refusal.detail)
@@ -179,7 +179,7 @@ async def _pay_from_balance(
         )
     except asyncpg.PostgresError as error:
         if error.sqlstate == "BL409":
-            return _BalanceOutcome.ORDER_EXISTS
+            return _BalanceOutcome.ORDER_EXISTS, response
         raise
     assert row is not None
     outcome = _BalanceOutcome(row[0])
@@ -191,7 +191,13 @@ async def _pay_from_balance(
         claim.held = claim.answered = True
         refusal.keeps_changes = True
         raise refusal
-    return outcome
+    return outcome, response
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order: CertificateOrder
+    answer: Response | None  # what the balance order's statement stored under the key
 
 
 async def create_order(
@@ -201,7 +207,7 @@ async def create_order(
     body: OrderIn,
     claim: idempotency.Claim,
     answer: Answer,
-) -> CertificateOrder:
+) -> PlacedOrder:
     """The order, paid (from the balance), failed (the card declined) or pending_payment
     (the card's answer is not known yet)."""
     product = await _product(unit, body.product_id)
@@ -222,9 +228,11 @@ async def create_order(
         created_at=datetime.now(UTC),
     )
     # The usual case, paid from the balance, in one statement.
-    outcome = await _pay_from_balance(unit, order, product, claim, body.payment_method, answer)
+    outcome, stored = await _pay_from_balance(
+        unit, order, product, claim, body.payment_method, answer
+    )
     if outcome == _BalanceOutcome.PAID:
-        return order
+        return PlacedOrder(order, stored)
     # Anything else: the key held in the unit's transaction first (or a replay, a reuse, a
     # request still running), then the rules.
     await idempotency.reserve(unit, claim)
@@ -235,13 +243,13 @@ async def create_order(
         )
     )
     if existing is not None:  # a retry that took over an abandoned key: what it made
-        return existing
+        return PlacedOrder(existing, None)
     settings = await load_payment_settings(unit, principal.account_id, principal.account.email)
     method = resolve_payment_method(body.payment_method, settings, principal)
     if method == PaymentMethod.BALANCE:
-        outcome = await _pay_from_balance(unit, order, product, claim, method, answer)
+        outcome, stored = await _pay_from_balance(unit, order, product, claim, method, answer)
         assert outcome == _BalanceOutcome.PAID, outcome
-        return order
+        return PlacedOrder(order, stored)
     card_token = await unit.session.scalar(
         select(Card.gateway_token).where(Card.account_id == principal.account_id)
     )
@@ -255,7 +263,7 @@ async def create_order(
         order.id, order_charge_key(order.id), card_token, order.amount_cents, f"Order {order.id}"
     )
     settled = await payments.charge_pending(unit, gateway, charge, settle_card_order)
-    return settled or order
+    return PlacedOrder(settled or order, None)
 
 
 def order_charge_key(order_id: str) -> str:
