@@ -57,12 +57,17 @@ def _place_balance_order_0007() -> str:
     return text.replace("CREATE OR REPLACE FUNCTION", "CREATE FUNCTION", 1)
 
 
-def upgrade() -> None:
+def place_balance_order() -> str:
+    """The function as this migration writes it (CREATE FUNCTION), for later migrations."""
     text = _place_balance_order_0007()
     assert text.count(_ANSWER_PARAMETERS) == 1
     assert text.count(_RAISED) == 1
+    return text.replace(_ANSWER_PARAMETERS, _WITH_REFUSAL).replace(_RAISED, _KEPT)
+
+
+def upgrade() -> None:
     op.execute("DROP FUNCTION place_balance_order")
-    op.execute(text.replace(_ANSWER_PARAMETERS, _WITH_REFUSAL).replace(_RAISED, _KEPT))
+    op.execute(place_balance_order())
 
 
 def downgrade() -> None:

@@ -28,12 +28,18 @@ async def test_an_order_refused_for_want_of_funds_raises_no_event(
     app: FastAPI, client: httpx.AsyncClient, sign_up: SignUp
 ) -> None:
     admin = await sign_up()
-    await add_endpoint(client, admin, "https://hooks.partner.invalid/a")
+    endpoint = await add_endpoint(client, admin, "https://hooks.partner.invalid/a")
     await add_card(client, admin)
     assert (await deposit(client, admin, "20.00")).status_code == 201
     await settings(client, admin, balance_payments_enabled=True, default_payment_method="balance")
     assert (await order(client, admin)).status_code == 402  # 49.00 > 20.00
     assert await events_of(app, admin) == ["deposit.succeeded"]
+    # The order's event is stored before the debit and goes with the order: nothing of it
+    # reached the endpoint's deliveries either.
+    attempts = await client.get(
+        f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=admin.headers
+    )
+    assert [a["event_type"] for a in attempts.json()["data"]] == ["deposit.succeeded"]
 
 
 async def test_an_event_queued_in_a_transaction_that_rolls_back_is_gone_with_it(
