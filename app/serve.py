@@ -127,7 +127,8 @@ def _worker(host: str, port: int, supervisor: int) -> None:
     except OSError as error:
         print(f"error: cannot listen on {host}:{port}: {error}", file=sys.stderr)
         raise SystemExit(_STARTUP_FAILURE) from None
-    uvicorn.Server(uvicorn.Config("app.main:create_app", **_UVICORN)).run(sockets=[sock])
+    config = uvicorn.Config("app.main:create_app", access_log=get_settings().access_log, **_UVICORN)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _supervise(host: str, port: int, workers: int) -> None:
@@ -202,7 +203,13 @@ def main() -> None:
             parser.error("--workers above 1 needs a fixed PORT (the workers share it)")
         _supervise(args.host, settings.port, args.workers)
     else:
-        uvicorn.run("app.main:create_app", host=args.host, port=settings.port, **_UVICORN)
+        uvicorn.run(
+            "app.main:create_app",
+            host=args.host,
+            port=settings.port,
+            access_log=settings.access_log,
+            **_UVICORN,
+        )
 
 
 if __name__ == "__main__":

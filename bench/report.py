@@ -233,9 +233,11 @@ load generator share its cores.
   `.data/pg-bench` (or on `BENCH_DATABASE_URL`'s server), migrated to head, dropped at the
   end.
 - **Service**: `python -m app.serve --workers N` as in production (Alembic, then uvicorn with
-  uvloop and httptools), `RUN_WORKER=false` as for API processes beside a separate
-  `billing worker` (the outbox poll is not part of an order), `SIGNUP_LIMIT_PER_HOUR` raised
-  for the seeding. Its own stdout and stderr go to `.data/bench/service.log`.
+  uvloop and httptools, one SO_REUSEPORT socket per worker), `RUN_WORKER=false` as for API
+  processes beside a separate `billing worker` (the outbox poll is not part of an order),
+  `ACCESS_LOG=false` as behind a load balancer that logs the requests,
+  `SIGNUP_LIMIT_PER_HOUR` raised for the seeding. Its own stdout and stderr go to
+  `.data/bench/service.log`.
 - **Seeding**: {accounts} accounts plus one hot account through the public API (sign-up,
   token, an `admin` API key, balance payments on and the default), each funded with
   10,000,000.00 by an operator's adjustment (`adjust_balance`, the `billing adjust-balance`
@@ -302,7 +304,7 @@ def markdown(report: Report, plot_name: str) -> str:
             f"Python {machine['python']}.\n"
             f"- Database: {machine['postgres']} ({machine['database']}); {pg}.\n"
             f"- Service: `python -m app.serve --workers {report.workers}` (uvicorn, uvloop, "
-            "httptools), `RUN_WORKER=false`.\n"
+            "httptools), `RUN_WORKER=false`, `ACCESS_LOG=false`.\n"
             f"- Load: {report.concurrency} connections (closed loop), {report.accounts} accounts "
             "and one hot account, load generator in its own process.",
             "### Maximum throughput (closed loop)",

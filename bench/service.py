@@ -54,6 +54,8 @@ def _environment(database_url: str, port: int) -> dict[str, str]:
         "PORT": str(port),
         "SECRET_KEY": secrets.token_urlsafe(48),
         "RUN_WORKER": "false",
+        # As behind a load balancer that logs every request: no access log line per request.
+        "ACCESS_LOG": "false",
         "ENVIRONMENT": "development",  # the sandbox gateway, started by the launcher
         "SIGNUP_LIMIT_PER_HOUR": "100000",
         "PYTHONUNBUFFERED": "1",

@@ -367,3 +367,18 @@ async def test_several_workers_need_a_fixed_port(service: Service) -> None:
     assert code == 2, (code, stdout, stderr)
     assert "--workers above 1 needs a fixed PORT" in stderr, stderr
     assert "Traceback" not in stdout + stderr, stdout + stderr
+
+
+@pytest.mark.parametrize("access_log", ["true", "false"])
+async def test_access_log_lines_follow_the_setting(service: Service, access_log: str) -> None:
+    server = ServiceProcess.api(
+        {**service.environment, "ACCESS_LOG": access_log}, service.log_dir, f"log-{access_log}"
+    )
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            assert (await http.get("/v1/products")).status_code == 401
+    finally:
+        await server.stop()
+    logged = '"GET /v1/products HTTP/1.1" 401' in log_of(server)
+    assert logged == (access_log == "true"), log_of(server)
