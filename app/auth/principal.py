@@ -159,23 +159,13 @@ _USER_BY_ID = f"""
     WHERE u.id = $1 AND u.deleted_at IS NULL
 """  # noqa: S608  (constant text, no input in it)
 
-# last_used_at is written at most once a minute (a write on every read would cost more than
-# the read), in the same statement.
-_API_KEY_BY_DIGEST = f"""
-    WITH k AS (
-        SELECT k.id, k.account_id, k.name, k.role, k.integration, k.prefix, k.created_at,
-               k.last_used_at, {_ACCOUNT_COLUMNS}
-        FROM api_key k JOIN account a ON a.id = k.account_id
-        WHERE k.digest = $1 AND k.revoked_at IS NULL
-    ), touched AS (
-        UPDATE api_key SET last_used_at = clock_timestamp()
-        WHERE id = (SELECT id FROM k)
-          AND (last_used_at IS NULL OR last_used_at < clock_timestamp() - $2::interval)
-        RETURNING last_used_at
-    )
-    SELECT k.*, COALESCE((SELECT last_used_at FROM touched), k.last_used_at) AS used_at{{read}}
-    FROM k
-"""  # noqa: S608
+# The calling key and its account, by the database function of migration 0013, which
+# also writes last_used_at, at most once a minute (a write on every read would cost more
+# than the read). Its columns: the key's, used_at, and the account's as _ACCOUNT_COLUMNS.
+_API_KEY_BY_DIGEST = """
+    SELECT k.*{read}
+    FROM caller_by_api_key($1, $2::interval) k
+"""
 
 
 def _statement(template: str, account: str, read: CallerRead | None) -> str:
