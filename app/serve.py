@@ -8,6 +8,7 @@ idles (seen in `make bench`: 28 of 32 connections on one of two workers).
 """
 
 import argparse
+import logging
 import multiprocessing
 import os
 import secrets
@@ -22,6 +23,7 @@ from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.config import STARTUP_FAILURE
 
 from app.config import Settings, get_settings
 from app.kit.db import start_embedded_postgres
@@ -66,13 +68,12 @@ def prepare_environment() -> None:
 
 
 _UVICORN: dict[str, Any] = {
-    "factory": True,
     "loop": "uvloop",
     "http": "httptools",
     "proxy_headers": True,
     "log_config": None,
 }
-_STARTUP_FAILURE = 3  # uvicorn's exit code when the app or the socket could not start
+_STARTUP_FAILURE = STARTUP_FAILURE  # how uvicorn exits when the app could not start
 _BACKLOG = 2048  # uvicorn's default
 
 
@@ -127,7 +128,15 @@ def _worker(host: str, port: int, supervisor: int) -> None:
     except OSError as error:
         print(f"error: cannot listen on {host}:{port}: {error}", file=sys.stderr)
         raise SystemExit(_STARTUP_FAILURE) from None
-    config = uvicorn.Config("app.main:create_app", access_log=get_settings().access_log, **_UVICORN)
+    from app.main import create_app
+
+    try:
+        app = create_app()
+    except Exception:
+        # A setting the app refuses: every worker would fail alike, so nothing restarts.
+        logging.getLogger(__name__).exception("the app could not start")
+        raise SystemExit(_STARTUP_FAILURE) from None
+    config = uvicorn.Config(app, access_log=get_settings().access_log, **_UVICORN)
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -205,6 +214,7 @@ def main() -> None:
     else:
         uvicorn.run(
             "app.main:create_app",
+            factory=True,
             host=args.host,
             port=settings.port,
             access_log=settings.access_log,

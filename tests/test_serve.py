@@ -382,3 +382,18 @@ async def test_access_log_lines_follow_the_setting(service: Service, access_log:
         await server.stop()
     logged = '"GET /v1/products HTTP/1.1" 401' in log_of(server)
     assert logged == (access_log == "true"), log_of(server)
+
+
+async def test_workers_that_cannot_start_stop_the_service_with_the_reason(
+    service: Service,
+) -> None:
+    port = free_port()
+    environment = {**service.environment, "PORT": str(port), "SECRET_KEY": "too short"}
+    command = [sys.executable, "-m", "app.serve", "--workers", str(WORKERS)]
+    code, stdout, stderr, _ = await run_to_exit(command, environment, seconds=60)
+    assert code == 3, (code, stdout, stderr)
+    assert "SECRET_KEY must be set to at least 32 characters" in stderr, stderr
+    assert "a worker failed to start; stopping" in stderr, stderr
+    assert "starting another" not in stderr, stderr  # not started again and again
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
