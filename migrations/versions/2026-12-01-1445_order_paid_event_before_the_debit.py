@@ -77,75 +77,50 @@ END
 $$
 """
 
-_PLACE_BALANCE_ORDER = """
-CREATE FUNCTION place_balance_order(
-    p_account_id varchar, p_key varchar, p_fingerprint varchar, p_key_held boolean,
-    p_order_id varchar, p_entry_id varchar, p_product_id varchar, p_common_name varchar,
-    p_sans varchar[], p_validity_years integer, p_amount_cents bigint,
-    p_requested_method varchar, p_description varchar, p_created_at timestamptz,
-    p_answer bytea, p_answer_type varchar, p_refusal bytea, p_refusal_type varchar
-) RETURNS varchar LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE
-    v_settings finance_settings%ROWTYPE;
-    v_event_id varchar;
-    v_event_created_at timestamptz;
-BEGIN
-    -- Only the plain case is decided here: paid from the balance, requested or the default,
-    -- and enabled (no settings row: a new account, balance payments off). Anything else is
-    -- 'not_balance', for the service's own rules to answer.
-    SELECT * INTO v_settings FROM finance_settings WHERE account_id = p_account_id;
-    IF COALESCE(p_requested_method, v_settings.default_payment_method) IS DISTINCT FROM
-           'balance'
-       OR NOT COALESCE(v_settings.balance_payments_enabled, false) THEN
-        RETURN 'not_balance';
-    END IF;
-    -- The key with its answer: a second request with it waits for this one to commit.
-    IF p_key_held THEN
-        UPDATE idempotency_key
-        SET response_status = 201, response_body = p_answer,
-            response_content_type = p_answer_type
-        WHERE account_id = p_account_id AND key = p_key;
-    ELSE
-        INSERT INTO idempotency_key (account_id, key, fingerprint, response_status,
-                                     response_body, response_content_type)
-        VALUES (p_account_id, p_key, p_fingerprint, 201, p_answer, p_answer_type)
-        ON CONFLICT DO NOTHING;
-        IF NOT FOUND THEN
-            RETURN 'key_taken';
-        END IF;
-    END IF;
-    INSERT INTO certificate_order (id, account_id, idempotency_key, product_id, common_name,
-                                   sans, validity_years, amount_cents, payment_method, status,
-                                   created_at)
-    VALUES (p_order_id, p_account_id, p_key, p_product_id, p_common_name, p_sans,
-            p_validity_years, p_amount_cents, 'balance', 'paid', p_created_at)
-    ON CONFLICT ON CONSTRAINT uq_certificate_order_account_id_key DO NOTHING;
-    -- Raised, not returned: the statement then undoes the key and the order with it.
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'an order was made under this key' USING ERRCODE = 'BL409';
-    END IF;
-    -- order.paid, with the order exactly as the API answers it, stored before the debit:
-    -- from the debit on, every other debit of the account waits for this statement.
-    SELECT event_id, event_created_at INTO v_event_id, v_event_created_at
-    FROM store_webhook_event(p_account_id, 'order.paid', convert_from(p_answer, 'UTF8')::jsonb);
-    PERFORM 1 FROM post_ledger_entry(p_entry_id, p_account_id, 'order', -p_amount_cents,
-                                     p_description, NULL, p_order_id, NULL);
-    IF NOT FOUND THEN
-        -- Too little money: the order and its event go, the key stays with its refusal.
-        DELETE FROM webhook_event WHERE id = v_event_id;
-        DELETE FROM certificate_order WHERE id = p_order_id;
-        UPDATE idempotency_key
-        SET response_status = 402, response_body = p_refusal,
-            response_content_type = p_refusal_type
-        WHERE account_id = p_account_id AND key = p_key;
-        RETURN 'insufficient_funds';
-    END IF;
-    PERFORM fan_out_webhook_event(v_event_id, p_account_id, 'order.paid', v_event_created_at);
-    RETURN 'paid';
-END
-$$
-"""
+# place_balance_order as migration 0009 left it, changed at three places.
+_DECLARED = "    v_settings finance_settings%ROWTYPE;\n"
+_WITH_EVENT = _DECLARED + "    v_event_id varchar;\n    v_event_created_at timestamptz;\n"
+_EVENT_AFTER_THE_DEBIT = (
+    "    -- order.paid, with the order exactly as the API answers it.\n"
+    "    PERFORM queue_webhook_event(p_account_id, 'order.paid',\n"
+    "                                convert_from(p_answer, 'UTF8')::jsonb);\n"
+    "    RETURN 'paid';"
+)
+_FAN_OUT_AFTER_THE_DEBIT = (
+    "    PERFORM fan_out_webhook_event(v_event_id, p_account_id, 'order.paid', "
+    "v_event_created_at);\n"
+    "    RETURN 'paid';"
+)
+_DEBIT = "    PERFORM 1 FROM post_ledger_entry("
+_EVENT_BEFORE_THE_DEBIT = (
+    "    -- order.paid, with the order exactly as the API answers it, stored before the debit:\n"
+    "    -- from the debit on, every other debit of the account waits for this statement.\n"
+    "    SELECT event_id, event_created_at INTO v_event_id, v_event_created_at\n"
+    "    FROM store_webhook_event(p_account_id, 'order.paid', "
+    "convert_from(p_answer, 'UTF8')::jsonb);\n"
+)
+_REFUSED = (
+    "        -- Too little money: the order goes, the key stays with its refusal.\n"
+    "        DELETE FROM certificate_order WHERE id = p_order_id;\n"
+)
+_REFUSED_WITH_EVENT = (
+    "        -- Too little money: the order and its event go, the key stays with its refusal.\n"
+    "        DELETE FROM webhook_event WHERE id = v_event_id;\n"
+    "        DELETE FROM certificate_order WHERE id = p_order_id;\n"
+)
+
+
+def _place_balance_order() -> str:
+    text = _revision_0009().place_balance_order()
+    for old, new in (
+        (_DECLARED, _WITH_EVENT),
+        (_EVENT_AFTER_THE_DEBIT, _FAN_OUT_AFTER_THE_DEBIT),
+        (_DEBIT, _EVENT_BEFORE_THE_DEBIT + _DEBIT),
+        (_REFUSED, _REFUSED_WITH_EVENT),
+    ):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
 
 
 def _revision_0009() -> ModuleType:
@@ -161,7 +136,7 @@ def upgrade() -> None:
     op.execute(_FAN_OUT_WEBHOOK_EVENT)
     op.execute(_QUEUE_WEBHOOK_EVENT)
     op.execute("DROP FUNCTION place_balance_order")
-    op.execute(_PLACE_BALANCE_ORDER)
+    op.execute(_place_balance_order())
 
 
 def downgrade() -> None:
