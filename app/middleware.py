@@ -107,11 +107,21 @@ class HttpEnvelopeMiddleware:
         finally:
             if body_too_large and not response_started:
                 await _too_large(scope, receive, send_with_headers)
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            REQUEST_LATENCY.labels(scope["method"], path, str(status)).observe(
-                time.perf_counter() - started
-            )
+            _latency(scope, status).observe(time.perf_counter() - started)
+
+
+# The histogram's child per method, route template and status (a bounded set: uvicorn
+# parses only the standard methods), looked up once: `labels()` checks and locks every time.
+_LATENCY: dict[tuple[str, str, int], Any] = {}
+
+
+def _latency(scope: Scope, status: int) -> Any:
+    path = getattr(scope.get("route"), "path", None) or "unmatched"
+    key = (scope["method"], path, status)
+    child = _LATENCY.get(key)
+    if child is None:
+        child = _LATENCY[key] = REQUEST_LATENCY.labels(key[0], path, str(status))
+    return child
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:

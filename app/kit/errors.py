@@ -1,6 +1,7 @@
 """Errors: ApiError for every failure a client can act on, and the handlers that render
 every error (ours, FastAPI's and Starlette's) as RFC 9457 problem details with a stable code."""
 
+import json
 import logging
 import re
 from http import HTTPStatus
@@ -8,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -43,7 +44,7 @@ class ApiError(Exception):
         # answer was stored under its Idempotency-Key by the statement that failed.
         self.keeps_changes = keeps_changes
 
-    def response(self) -> "JSONResponse":
+    def response(self) -> Response:
         return problem_response(
             self.code, self.status, self.detail, headers=self.headers, extra=self.extra
         )
@@ -77,14 +78,9 @@ class Problem(BaseModel):
     decline_code: str | None = None
 
 
-def problem_response(
-    code: str,
-    status: int,
-    detail: str,
-    *,
-    headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> JSONResponse:
+def problem_body(code: str, status: int, detail: str, extra: dict[str, Any] | None = None) -> bytes:
+    """The problem+json body of a failure: what `problem_response` sends, and what a
+    statement stores to answer later (a balance order's 402)."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": HTTPStatus(status).phrase,
@@ -94,7 +90,19 @@ def problem_response(
         "request_id": current_request_id(),
     }
     body.update(extra or {})
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def problem_response(
+    code: str,
+    status: int,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    body = problem_body(code, status, detail, extra)
+    return Response(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 
 # Starlette raises these for routing failures; give each a stable code.
@@ -120,12 +128,12 @@ def _validation_message(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return problem_response(exc.code, exc.status, exc.detail, headers=exc.headers, extra=exc.extra)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {"field": _field_path(error.get("loc", ())), "message": _validation_message(error)}
@@ -139,7 +147,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
@@ -177,7 +185,7 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     return [method for method in _METHOD_ORDER if method in allowed]
 
 
-def internal_error_response() -> JSONResponse:
+def internal_error_response() -> Response:
     return problem_response(
         "internal_error",
         500,

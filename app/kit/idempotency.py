@@ -14,7 +14,6 @@ The fingerprint is an HMAC of method, path and canonical body under the service'
 a dump of the table does not let anyone test guesses at a password sent in a body.
 """
 
-import hashlib
 import hmac
 import json
 from dataclasses import dataclass
@@ -102,7 +101,7 @@ def fingerprint(secret: str, method: str, path: str, body: bytes) -> str:
     except ValueError:
         canonical = body
     message = method.encode() + b" " + path.encode() + b"\n" + canonical
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), message, "sha256").hex()
 
 
 _RESERVE = """

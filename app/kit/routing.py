@@ -89,10 +89,9 @@ async def _claim(request: Request, account_id: str, key: str | None) -> idempote
         return None
     idempotency.check_key(key)
     secret = request.app.state.settings.secret_key
+    path, body = request.scope["path"], await request.body()
     claim = idempotency.Claim(
-        account_id,
-        key,
-        idempotency.fingerprint(secret, request.method, request.url.path, await request.body()),
+        account_id, key, idempotency.fingerprint(secret, request.method, path, body)
     )
     request.state.idempotency = claim
     return claim

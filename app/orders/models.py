@@ -1,5 +1,6 @@
 """Tables of the catalogue and of certificate orders."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -95,3 +96,39 @@ class CertificateOrder(Base):
     gateway_refund_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = created_at_column()
     canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass
+class OrderDraft:
+    """An order before it is stored, as plain values: the balance order's statement writes
+    it (and its answer) in one go, and only an order paid by card becomes an ORM row."""
+
+    id: str
+    account_id: str
+    idempotency_key: str
+    product_id: str
+    common_name: str
+    sans: list[str]
+    validity_years: int
+    amount_cents: int
+    created_at: datetime
+    payment_method: PaymentMethod = PaymentMethod.BALANCE
+    status: OrderStatus = OrderStatus.PAID
+    failure_code: str | None = None
+    decline_code: str | None = None
+    canceled_at: datetime | None = None
+
+    def row(self) -> CertificateOrder:
+        return CertificateOrder(
+            id=self.id,
+            account_id=self.account_id,
+            idempotency_key=self.idempotency_key,
+            product_id=self.product_id,
+            common_name=self.common_name,
+            sans=self.sans,
+            validity_years=self.validity_years,
+            amount_cents=self.amount_cents,
+            payment_method=self.payment_method,
+            status=self.status,
+            created_at=self.created_at,
+        )

@@ -8,7 +8,7 @@ from app.kit.errors import ApiError, errors
 from app.kit.pagination import Page, PageParams
 from app.kit.routing import IDEMPOTENCY_REQUIRED, ApiRoute, IdempotencyClaimDep, Unit
 from app.orders import service
-from app.orders.models import CertificateOrder, OrderStatus, Product
+from app.orders.models import CertificateOrder, OrderDraft, OrderStatus, Product
 from app.orders.schemas import OrderIn, OrderOut, ProductList, ProductOut, order_out
 
 router = APIRouter(prefix="/v1", tags=["orders"], route_class=ApiRoute)
@@ -30,7 +30,7 @@ async def list_products(principal: RequireMember, unit: Unit) -> ProductList:
     return ProductList(data=[_product_out(p) for p in await service.list_products(unit)])
 
 
-def _order_answer(order: CertificateOrder) -> Response:
+def _order_answer(order: CertificateOrder | OrderDraft) -> Response:
     # 202: the card's answer is not known yet (SPEC §9).
     status = 202 if order.status == OrderStatus.PENDING_PAYMENT else 201
     return Response(order_out(order).model_dump_json(), status, media_type="application/json")

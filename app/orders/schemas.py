@@ -8,7 +8,7 @@ from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_va
 from app.finance.schemas import Currency
 from app.kit.money import Amount
 from app.kit.schemas import RequestModel, ResponseModel, Timestamp
-from app.orders.models import CertificateOrder, OrderStatus, ValidationLevel
+from app.orders.models import CertificateOrder, OrderDraft, OrderStatus, ValidationLevel
 from app.payment_methods.models import PaymentMethod
 
 MAX_SANS = 250
@@ -130,7 +130,7 @@ class OrderOut(ResponseModel):
     canceled_at: Timestamp | None
 
 
-def order_out(order: CertificateOrder) -> OrderOut:
+def order_out(order: CertificateOrder | OrderDraft) -> OrderOut:
     return OrderOut(
         id=order.id,
         product_id=order.product_id,

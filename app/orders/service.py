@@ -26,10 +26,10 @@ from app.gateway.base import Charge, Gateway, Refund
 from app.kit import idempotency, payments
 from app.kit.clock import Clock
 from app.kit.db import UnitOfWork
-from app.kit.errors import ApiError, NotFound, problem_response, validation_error
+from app.kit.errors import PROBLEM_CONTENT_TYPE, ApiError, NotFound, problem_body, validation_error
 from app.kit.ids import new_id
 from app.kit.pagination import PageRequest, paginate
-from app.orders.models import CertificateOrder, OrderStatus, Product, RefundStatus
+from app.orders.models import CertificateOrder, OrderDraft, OrderStatus, Product, RefundStatus
 from app.orders.schemas import OrderIn, order_out
 from app.payment_methods.models import Card, PaymentMethod
 from app.payment_methods.settings import PaymentSettings, load_payment_settings
@@ -118,7 +118,7 @@ def _check_names(product: PricedProduct, body: OrderIn) -> None:
 
 
 # How the router answers an order: the balance order's statement stores that very answer.
-Answer = Callable[[CertificateOrder], Response]
+Answer = Callable[[CertificateOrder | OrderDraft], Response]
 
 
 def _insufficient_funds() -> ApiError:
@@ -145,7 +145,7 @@ class _BalanceOutcome(StrEnum):
 
 async def _pay_from_balance(
     unit: UnitOfWork,
-    order: CertificateOrder,
+    order: OrderDraft,
     product: PricedProduct,
     claim: idempotency.Claim,
     requested_method: PaymentMethod | None,
@@ -154,7 +154,6 @@ async def _pay_from_balance(
     """Paid (with the answer stored under the key), or what stopped it; raises 402."""
     response = answer(order)
     refusal = _insufficient_funds()
-    refused = problem_response(refusal.code, refusal.status, refusal.detail)
     try:
         row = await unit.fetchrow_atomic(
             _PLACE_BALANCE_ORDER,
@@ -174,8 +173,8 @@ async def _pay_from_balance(
             order.created_at,
             bytes(response.body),
             response.headers.get("content-type"),
-            bytes(refused.body),
-            refused.headers.get("content-type"),
+            problem_body(refusal.code, refusal.status, refusal.detail),
+            PROBLEM_CONTENT_TYPE,
         )
     except asyncpg.PostgresError as error:
         if error.sqlstate == "BL409":
@@ -196,7 +195,7 @@ async def _pay_from_balance(
 
 @dataclass(frozen=True)
 class PlacedOrder:
-    order: CertificateOrder
+    order: CertificateOrder | OrderDraft
     answer: Response | None  # what the balance order's statement stored under the key
 
 
@@ -214,7 +213,7 @@ async def create_order(
     if product is None:
         raise validation_error("body.product_id", "is not a product of the catalogue")
     _check_names(product, body)
-    order = CertificateOrder(
+    order = OrderDraft(
         id=new_id("ord"),
         account_id=principal.account_id,
         idempotency_key=claim.key,
@@ -223,8 +222,6 @@ async def create_order(
         sans=body.sans,
         validity_years=body.validity_years,
         amount_cents=order_amount_cents(product, len(body.sans), body.validity_years),
-        payment_method=PaymentMethod.BALANCE,
-        status=OrderStatus.PAID,
         created_at=datetime.now(UTC),
     )
     # The usual case, paid from the balance, in one statement.
@@ -257,13 +254,14 @@ async def create_order(
         raise ApiError("no_card_on_file", 409, "Add a card before paying by card.")
     order.payment_method = PaymentMethod.CARD
     order.status = OrderStatus.PENDING_PAYMENT
-    unit.session.add(order)
+    row = order.row()
+    unit.session.add(row)
     await unit.session.flush()
     charge = payments.CardCharge(
-        order.id, order_charge_key(order.id), card_token, order.amount_cents, f"Order {order.id}"
+        row.id, order_charge_key(row.id), card_token, row.amount_cents, f"Order {row.id}"
     )
     settled = await payments.charge_pending(unit, gateway, charge, settle_card_order)
-    return PlacedOrder(settled or order, None)
+    return PlacedOrder(settled or row, None)
 
 
 def order_charge_key(order_id: str) -> str:
