@@ -1,10 +1,11 @@
 """Rules of certificate orders: price, payment method, payment, cancellation.
 
-Paid from the balance, an order is one statement (`place_balance_order`, migration 0005):
-the idempotency key with the order's answer, the order, and the debit with its ledger entry
-commit together, or, with too little money, nothing does (402). With the caller's own
-statement that makes two round trips in all. Paid by card, it is a two-phase payment
-(`app.kit.payments`). Cancelling returns the money to where it came from, once.
+Paid from the balance, an order is one statement (`place_balance_order`, migrations 0005
+to 0014): the idempotency key with the order's answer, the order, its `order.paid` event
+and the debit with its ledger entry commit together, or, with too little money, nothing
+does (402). With the caller's own statement that makes two round trips in all. Paid by
+card, it is a two-phase payment (`app.kit.payments`). Cancelling returns the money to where
+it came from, once.
 """
 
 import logging
@@ -129,7 +130,7 @@ def _insufficient_funds() -> ApiError:
 
 _PLACE_BALANCE_ORDER = """
     SELECT place_balance_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                               $15, $16, $17, $18)
+                               $15, $16, $17, $18, $19)
 """
 
 
@@ -163,6 +164,7 @@ async def _pay_from_balance(
             claim.held,
             order.id,
             new_id("txn"),
+            new_id("evt"),
             order.product_id,
             order.common_name,
             order.sans,
