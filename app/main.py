@@ -152,7 +152,7 @@ _UNAUTHENTICATED = "unauthenticated: no credentials, or ones expired or revoked"
 _FORBIDDEN = "forbidden: the caller's role does not allow it (or its integration)"
 _NOT_FOUND = "not_found: no such object in the caller's account"
 _INVALID = "validation_error: the request does not match this schema"
-_UNAVAILABLE = "service_unavailable: the database cannot be reached (Retry-After)"
+_UNAVAILABLE = "service_unavailable: the database cannot be reached or is busy (Retry-After)"
 _IN_PROCESS = {"/healthz", "/metrics"}  # answered without the database
 
 

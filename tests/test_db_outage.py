@@ -106,3 +106,31 @@ async def test_a_database_that_refuses_connections_is_503() -> None:
     finally:
         with contextlib.suppress(Exception):
             await app.state.database.dispose()
+
+
+async def test_a_request_that_finds_every_connection_in_use_is_503_then_served(
+    client: httpx.AsyncClient, sign_up: SignUp, database_url: str
+) -> None:
+    member = await sign_up()
+    await fund(client, member, "100.00")
+    # A process with one pooled connection and no overflow, its connection held meanwhile.
+    busy = create_app(make_settings(database_url, db_pool_size=1, db_pool_timeout_seconds=0.3))
+    try:
+        async with client_for(busy) as http:
+            async with busy.state.database.engine.connect() as held:
+                await held.exec_driver_sql("SELECT 1")
+                balance = await http.get("/v1/finance/balance", headers=member.headers)
+                refused = await order(http, member, "busy-1")
+            for response in (balance, refused):
+                assert_problem(response, 503, "service_unavailable")
+                assert int(response.headers["retry-after"]) >= 1
+                assert "busy" in response.json()["detail"]
+            # The connection is free again: the same key now places the order, once.
+            placed = await order(http, member, "busy-1")
+            assert placed.status_code == 201, placed.text
+            replay = await order(http, member, "busy-1")
+            assert replay.json() == placed.json()
+            balance = await http.get("/v1/finance/balance", headers=member.headers)
+            assert balance.json()["balance"] == "51.00"
+    finally:
+        await busy.state.database.dispose()

@@ -10,7 +10,8 @@ exception made in one place: the two-phase payment (`app.kit.payments`) commits 
 about to charge for, because a card is never charged inside a transaction.
 
 A lost or refused connection is `DatabaseUnavailable` (503 with Retry-After), the broken
-connection is dropped from the pool, and the next unit gets a fresh one.
+connection is dropped from the pool, and the next unit gets a fresh one. So is a unit that
+waited `DB_POOL_TIMEOUT_SECONDS` for a pooled connection, all of them in use.
 """
 
 import asyncio
@@ -26,6 +27,7 @@ import asyncpg
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -91,7 +93,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
     # Bound parameters never reach a log line or an error message (they may be an email, a
     # password digest or a token's subject).
     options: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
-    options.update(pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+    options.update(
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+    )
     if settings.database_pgbouncer:
         options["connect_args"] = dict(WITHOUT_PREPARED_STATEMENTS)
     return create_async_engine(async_url(settings.database_url), **options)
@@ -115,15 +121,20 @@ def start_embedded_postgres(data_dir: str, name: str = "pg") -> str:
     return url
 
 
+_RETRY_HINT = "Retry shortly (with the same Idempotency-Key, a retry finds what was already done)."
+
+
 class DatabaseUnavailable(ApiError):
-    def __init__(self) -> None:
+    def __init__(
+        self, detail: str = "The database is not reachable right now; nothing was lost."
+    ) -> None:
         super().__init__(
-            "service_unavailable",
-            503,
-            "The database is not reachable right now; nothing was lost. Retry shortly (with "
-            "the same Idempotency-Key, a retry finds what was already done).",
-            headers={"Retry-After": "2"},
+            "service_unavailable", 503, f"{detail} {_RETRY_HINT}", headers={"Retry-After": "2"}
         )
+
+
+def _all_connections_busy() -> DatabaseUnavailable:
+    return DatabaseUnavailable("The service is busy: no database connection came free in time.")
 
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
@@ -337,6 +348,9 @@ class Database:
                 if is_retryable(error) and unit.commits == 0 and attempt < attempts:
                     await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
                     continue
+                if isinstance(error, PoolTimeout):
+                    # The connections are fine, only all in use: nothing to drop.
+                    raise _all_connections_busy() from error
                 lost = isinstance(error, Exception) and not isinstance(error, ApiError)
                 if lost and is_disconnect(error):
                     logger.warning("database unavailable: %s", type(error).__name__)
