@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     database_pgbouncer: bool = False
 
     port: int = 8000
+    # With several workers (`--workers`, WEB_CONCURRENCY): a worker whose event loop has not
+    # run for this long is killed and replaced (its socket would keep taking connections).
+    worker_timeout_seconds: float = 30.0
     # uvicorn's line per request. Off where the load balancer logs every request already:
     # each line is a write, about 2 % of a balance read's CPU.
     access_log: bool = True

@@ -4,10 +4,13 @@ With `--workers N` (N > 1) each worker process listens on a socket of its own, a
 the one port with SO_REUSEPORT, and the kernel spreads new connections over them. uvicorn's
 own supervisor shares one listening socket instead: whichever worker wakes first drains the
 accept queue, so a burst of keep-alive connections lands on one process while the other
-idles (seen in `make bench`: 28 of 32 connections on one of two workers).
+idles (seen in `make bench`: 28 of 32 connections on one of two workers). The supervisor
+starts again a worker that dies, and kills (then starts again) one whose event loop has not
+written its heartbeat for WORKER_TIMEOUT_SECONDS.
 """
 
 import argparse
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -75,6 +78,8 @@ _UVICORN: dict[str, Any] = {
 }
 _STARTUP_FAILURE = STARTUP_FAILURE  # how uvicorn exits when the app could not start
 _BACKLOG = 2048  # uvicorn's default
+_BEAT_SECONDS = 0.5  # how often a worker's event loop writes its heartbeat
+_STARTUP_SECONDS = 60.0  # how long a new worker may take to its first heartbeat
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -117,8 +122,10 @@ def _exit_with_the_supervisor(supervisor: int) -> None:
     threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
-def _worker(host: str, port: int, supervisor: int) -> None:
-    """One worker process: its own listening socket, one uvicorn server."""
+def _worker(host: str, port: int, supervisor: int, heartbeat: Any) -> None:
+    """One worker process: its own listening socket, one uvicorn server, and a heartbeat
+    that its event loop writes while it runs (the supervisor replaces a worker whose
+    heartbeat stops)."""
     import uvicorn
 
     configure_logging()
@@ -137,11 +144,47 @@ def _worker(host: str, port: int, supervisor: int) -> None:
         logging.getLogger(__name__).exception("the app could not start")
         raise SystemExit(_STARTUP_FAILURE) from None
     config = uvicorn.Config(app, access_log=get_settings().access_log, **_UVICORN)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+
+    async def serve() -> None:
+        async def beat() -> None:
+            while True:
+                heartbeat.value = time.monotonic()
+                await asyncio.sleep(_BEAT_SECONDS)
+
+        beating = asyncio.create_task(beat())
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            beating.cancel()
+
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(serve())
 
 
-def _supervise(host: str, port: int, workers: int) -> None:
-    """Start the workers, start again any that dies, stop them all on SIGINT or SIGTERM."""
+def _kill_if_hung(
+    process: multiprocessing.process.BaseProcess, heartbeat: Any, since: float, hung_after: float
+) -> None:
+    """SIGKILL a worker whose event loop has not run for `hung_after` seconds (a stuck
+    process keeps its listening socket, and the kernel keeps handing it connections that
+    nobody answers); the supervisor then starts another, as for any worker that died.
+    Building the app may take longer than a beat: a worker has `_STARTUP_SECONDS` for its
+    first one."""
+    last = heartbeat.value
+    silent = time.monotonic() - (last if last else since)
+    if silent > (hung_after if last else max(hung_after, _STARTUP_SECONDS)):
+        print(
+            f"worker {process.pid} stopped answering ({silent:.0f} s without a heartbeat); "
+            "killing it",
+            file=sys.stderr,
+        )
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+
+
+def _supervise(host: str, port: int, workers: int, hung_after: float) -> None:
+    """Start the workers, start again any that dies or hangs, stop them all on SIGINT or
+    SIGTERM."""
     if not _port_is_free(host, port):
         print(f"error: {host}:{port} is already in use", file=sys.stderr)
         raise SystemExit(1)
@@ -154,17 +197,21 @@ def _supervise(host: str, port: int, workers: int) -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
-    def start() -> multiprocessing.process.BaseProcess:
-        process = spawn.Process(target=_worker, args=(host, port, os.getpid()), daemon=False)
+    def start() -> tuple[multiprocessing.process.BaseProcess, Any, float]:
+        heartbeat = spawn.Value("d", 0.0, lock=False)  # the worker's last beat, monotonic
+        process = spawn.Process(
+            target=_worker, args=(host, port, os.getpid(), heartbeat), daemon=False
+        )
         process.start()
-        return process
+        return process, heartbeat, time.monotonic()
 
-    processes = [start() for _ in range(workers)]
+    running = [start() for _ in range(workers)]
     restarts: list[float] = []
     print(f"Serving on http://{host}:{port} with {workers} workers", file=sys.stderr)
     while not stopping.wait(0.5):
-        for index, process in enumerate(processes):
+        for index, (process, heartbeat, since) in enumerate(running):
             if process.is_alive():
+                _kill_if_hung(process, heartbeat, since, hung_after)
                 continue
             if process.exitcode == _STARTUP_FAILURE:
                 print("error: a worker failed to start; stopping", file=sys.stderr)
@@ -179,7 +226,8 @@ def _supervise(host: str, port: int, workers: int) -> None:
             if len(restarts) >= workers:
                 stopping.wait(min(30.0, 2.0 ** (len(restarts) - workers)))
             restarts.append(time.monotonic())
-            processes[index] = start()
+            running[index] = start()
+    processes = [process for process, _, _ in running]
     for process in processes:
         if process.is_alive() and process.pid is not None:
             os.kill(process.pid, signal.SIGTERM)
@@ -210,7 +258,7 @@ def main() -> None:
     if args.workers > 1:
         if settings.port == 0:
             parser.error("--workers above 1 needs a fixed PORT (the workers share it)")
-        _supervise(args.host, settings.port, args.workers)
+        _supervise(args.host, settings.port, args.workers, settings.worker_timeout_seconds)
     else:
         uvicorn.run(
             "app.main:create_app",

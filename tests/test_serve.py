@@ -1,7 +1,7 @@
 """`python -m app.serve --workers 2` as a user runs it: a supervisor and two worker processes,
 each listening on a socket of its own bound to the one port with SO_REUSEPORT, so that the
 kernel spreads new connections over both. The supervisor refuses a port already in use,
-starts again a worker that dies and stops them all on SIGTERM.
+starts again a worker that dies or hangs (SIGSTOP) and stops them all on SIGTERM.
 
 Real processes and real TCP connections. Which process holds which connection is read from
 /proc: a process's children from /proc/<pid>/task/*/children, its sockets from
@@ -397,3 +397,23 @@ async def test_workers_that_cannot_start_stop_the_service_with_the_reason(
     assert "starting another" not in stderr, stderr  # not started again and again
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_a_hung_worker_is_killed_and_replaced(service: Service) -> None:
+    # A supervisor of its own, told to give up on a worker after 2 s without a heartbeat.
+    hung = Service({**service.environment, "WORKER_TIMEOUT_SECONDS": "2"}, service.log_dir)
+    try:
+        server = await hung.running()
+        victim, survivor = hung.workers()
+        os.kill(victim, signal.SIGSTOP)  # alive, its socket open, its event loop stopped
+        await until(lambda: not alive(victim), f"hung worker {victim} killed", seconds=10)
+        assert f"worker {victim} stopped answering" in log_of(server), log_of(server)
+        await hung.running()  # two workers listening again
+        after = hung.workers()
+        assert victim not in after, after
+        assert survivor in after, after
+        await ready_on_new_connections(server.url, 16)
+        held = await spread(server, after)
+        assert all(count >= 1 for count in held.values()), held
+    finally:
+        await hung.close()
