@@ -23,6 +23,7 @@ from app.gateway.factory import create_gateway
 from app.kit.clock import Clock, SystemClock
 from app.kit.db import Database, create_engine
 from app.kit.errors import PROBLEM_CONTENT_TYPE, Problem, install_error_handlers
+from app.metrics import GC_FROZEN_OBJECTS
 from app.middleware import HttpEnvelopeMiddleware
 from app.ops.docs import install_docs
 from app.ops.router import router as ops_router
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         # heap stopped each worker's event loop for 150 to 240 ms; frozen, 2 to 6 ms.
         gc.collect()
         gc.freeze()
+        GC_FROZEN_OBJECTS.set(gc.get_freeze_count())
         yield
         if worker_task is not None:
             worker_task.cancel()

@@ -417,3 +417,24 @@ async def test_a_hung_worker_is_killed_and_replaced(service: Service) -> None:
         assert all(count >= 1 for count in held.values()), held
     finally:
         await hung.close()
+
+
+async def test_a_served_process_keeps_what_startup_built_out_of_the_collector(
+    service: Service,
+) -> None:
+    # Every full collection would otherwise walk the libraries and the app (150 to 240 ms
+    # per collection under load, every few seconds: docs/performance.md, step 22).
+    server = ServiceProcess.api(service.environment, service.log_dir, "frozen")
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            metrics = (await http.get("/metrics")).text
+    finally:
+        await server.stop()
+    frozen = [
+        float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("python_gc_frozen_objects ")
+    ]
+    assert frozen, metrics
+    assert frozen[0] > 100_000, frozen
