@@ -1,16 +1,15 @@
-"""Dependencies every router shares: settings, the gateway, the clock, the client's address
-(the unit of work is `app.kit.routing.Unit`).
-
-Every dependency is `async def`: FastAPI runs a plain `def` in a worker thread, and that
-hand-off costs more than what these do (tests/test_conventions.py checks it)."""
+"""What every router's endpoints may be given from the app: settings, the gateway, the clock,
+the client's address (the unit of work is `app.kit.routing.Unit`). `ApiRoute` provides each
+(`app.kit.routing.Provided`)."""
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from app.config import Settings
 from app.gateway.base import Gateway
 from app.kit.clock import Clock
+from app.kit.routing import Provided
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -22,8 +21,8 @@ async def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-ClientAddress = Annotated[str, Depends(client_address)]
+SettingsDep = Annotated[Settings, Provided(get_settings_dep)]
+ClientAddress = Annotated[str, Provided(client_address)]
 
 
 async def get_gateway(request: Request) -> Gateway:
@@ -31,7 +30,7 @@ async def get_gateway(request: Request) -> Gateway:
     return gateway
 
 
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+GatewayDep = Annotated[Gateway, Provided(get_gateway)]
 
 
 async def get_clock(request: Request) -> Clock:
@@ -39,4 +38,4 @@ async def get_clock(request: Request) -> Clock:
     return clock
 
 
-ClockDep = Annotated[Clock, Depends(get_clock)]
+ClockDep = Annotated[Clock, Provided(get_clock)]

@@ -7,10 +7,10 @@ aliases at the bottom (`RequireAdmin`, `RequireFinance`, `RequireMember`).
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
 from app.auth.models import Integration, Role
@@ -18,7 +18,7 @@ from app.auth.security import AccessClaims, api_key_digest, read_access_token
 from app.config import Settings
 from app.kit.db import UnitOfWork
 from app.kit.errors import ApiError, Forbidden
-from app.kit.routing import authenticates
+from app.kit.routing import Provided, authenticates
 
 # The two ways to authenticate, as the OpenAPI document declares them.
 BEARER = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
@@ -246,7 +246,7 @@ def require_role(
     *roles: Role,
     refuse: Callable[[Principal], ApiError | None] | None = None,
     read: CallerRead | None = None,
-) -> Any:
+) -> Provided:
     """The caller, if their role is one of `roles` and `refuse` finds nothing to object to;
     else 403. Checked before anything else of the request (its Idempotency-Key included).
     `read`: what of the account to read along with the caller (nothing is revealed before
@@ -262,7 +262,7 @@ def require_role(
             raise refusal
         return principal
 
-    return Depends(check)
+    return Provided(check)
 
 
 def _integration_minting(principal: Principal) -> ApiError | None:
@@ -296,12 +296,12 @@ async def require_user(request: Request) -> Principal:
     return principal
 
 
-Authenticated = Annotated[Principal, Depends(authenticate)]
+Authenticated = Annotated[Principal, Provided(authenticate)]
 MEMBER_ROLES = (Role.ADMIN, Role.FINANCE, Role.USER)
 RequireMember = Annotated[Principal, require_role(*MEMBER_ROLES)]
 RequireFinance = Annotated[Principal, require_role(Role.ADMIN, Role.FINANCE)]
 RequireAdmin = Annotated[Principal, require_role(Role.ADMIN)]
-RequireSignedInUser = Annotated[Principal, Depends(require_user)]
+RequireSignedInUser = Annotated[Principal, Provided(require_user)]
 # Who may manage the account's API keys and users: an admin, not through an integration key.
 RequireAccessAdmin = Annotated[Principal, require_role(Role.ADMIN, refuse=_integration_minting)]
 # Who may change the card on file, and who may charge it for a deposit: never an Azure Key

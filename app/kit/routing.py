@@ -1,24 +1,33 @@
 """The route class of every endpoint: one unit of work per request, committed before the
-response is sent, and Idempotency-Key on every authenticated POST.
+response is sent, Idempotency-Key on every authenticated POST, and the request's own
+context given to the endpoint.
 
-For each request `ApiRoute` runs FastAPI's handler (dependencies, endpoint, serialisation)
+For each request `ApiRoute` runs FastAPI's handler (validation, endpoint, serialisation)
 inside `Database.run`, so the request's statements share one transaction that commits, or
 is retried from the start on a serialization failure or deadlock, before a byte is sent.
 An `ApiError` rolls the unit back and is answered as problem+json.
 
-Idempotency: on an authenticated POST the route adds a guard that runs after the caller's
-authentication and role check (a 401 or 403 reserves nothing), and reserves the key in the
+The request's context (who is calling, the unit of work, the idempotency claim, the app's
+gateway, clock and settings) is declared on the endpoint like a dependency, as a parameter
+annotated with `Provided`: `principal: RequireMember, unit: Unit`. `ApiRoute` provides these
+itself, from the request, before FastAPI validates the rest of it: FastAPI 0.165 solves each
+`Depends` node afresh on every request (its cache key, its kind, four kinds of parameters),
+about 90,000 instructions a node, more than what any of these does. `Depends` stays for what
+FastAPI must validate: the page's query parameters, the token endpoint's form.
+
+Idempotency: on an authenticated POST the route holds the key after the caller's
+authentication and role check (a 401 or 403 reserves nothing), and reserves it in the
 request's unit (`app.kit.idempotency`). The answer is stored in the same unit; a failure's
 answer (a 4xx other than 401/403) is stored after the rollback. An endpoint that takes
 `IdempotencyClaimDep` reserves the key itself, in the service's first statement.
 """
 
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, Protocol, TypeVar
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol, TypeVar, get_args, get_origin, get_type_hints
 
-from fastapi import Depends, Request, Response
-from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import get_dependant
+from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security.base import SecurityBase
 
@@ -30,6 +39,21 @@ IDEMPOTENCY_REQUIRED = {"x-idempotency-key": "required"}
 _KEY_HEADER = "idempotency-key"
 _AUTHENTICATES = "__authenticates__"
 F = TypeVar("F", bound=Callable[..., Any])
+Provide = Callable[[Request], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Provided:
+    """Marks an endpoint parameter that `ApiRoute` provides: `Annotated[T, Provided(f)]`,
+    where `f(request)` is an `async def` that reads the request or the app (and may raise
+    an `ApiError`). Each is awaited once per attempt, in the order of the endpoint's
+    parameters, the caller first."""
+
+    provide: Provide
+
+    def __post_init__(self) -> None:
+        if not inspect.iscoroutinefunction(self.provide):
+            raise TypeError(f"{self.provide.__qualname__} must be an async def")
 
 
 def secret_fields(*names: str) -> dict[str, list[str]]:
@@ -39,12 +63,13 @@ def secret_fields(*names: str) -> dict[str, list[str]]:
 
 
 def authenticates(*schemes: SecurityBase) -> Callable[[F], F]:
-    """Mark a dependency that says who is calling, by one of `schemes`: the guard runs after
-    it, and the OpenAPI document names the schemes on each operation that uses it."""
+    """Mark a provider that says who is calling, by one of `schemes`: the idempotency key is
+    held after it, and the OpenAPI document names the schemes on each operation that uses
+    it."""
 
-    def mark(dependency: F) -> F:
-        setattr(dependency, _AUTHENTICATES, schemes)
-        return dependency
+    def mark(provider: F) -> F:
+        setattr(provider, _AUTHENTICATES, schemes)
+        return provider
 
     return mark
 
@@ -59,12 +84,12 @@ async def get_unit(request: Request) -> UnitOfWork:
     return unit
 
 
-Unit = Annotated[UnitOfWork, Depends(get_unit)]
+Unit = Annotated[UnitOfWork, Provided(get_unit)]
 
-# The guard reads the header itself (a declared Header parameter costs FastAPI more per
-# request than the read) and checks it (idempotency.check_key), so a bad key is the same 422
-# however the route reads it; ApiRoute declares it in the OpenAPI document, and
-# app.main._document_idempotency_key states its rules there.
+# The guard reads the header itself (a declared Header parameter would cost FastAPI's
+# parameter handling on every request) and checks it (idempotency.check_key), so a bad key
+# is the same 422 however the route reads it; ApiRoute declares it in the OpenAPI document,
+# and app.main._document_idempotency_key states its rules there.
 _KEY_DESCRIPTION = (
     "1-255 printable characters; a retry with the same key is answered with the first "
     "response and moves no money again."
@@ -97,28 +122,29 @@ async def _claim(request: Request, account_id: str, key: str | None) -> idempote
     return claim
 
 
-def _guard(principal_dependency: Callable[..., Any], reserve: bool) -> Callable[..., Any]:
-    async def guard(
-        request: Request, principal: Annotated[HasAccount, Depends(principal_dependency)]
-    ) -> idempotency.Claim | None:
-        claim = await _claim(request, principal.account_id, request.headers.get(_KEY_HEADER))
+def _guard(principal: Provide, reserve: bool) -> Provide:
+    """The caller's claim on the request's Idempotency-Key, reserved in the unit unless the
+    endpoint's service reserves it itself."""
+
+    async def guard(request: Request) -> None:
+        caller: HasAccount = await principal(request)
+        claim = await _claim(request, caller.account_id, request.headers.get(_KEY_HEADER))
         if claim is not None and reserve:
             await idempotency.reserve(request.state.unit, claim)
-        return claim
 
     return guard
 
 
 async def _read_claim(request: Request) -> idempotency.Claim:
     """The claim the route's guard made, for an endpoint whose service reserves the key
-    itself (the guard runs first: route dependencies come before the endpoint's own)."""
+    itself (the guard runs before the endpoint's own parameters)."""
     claim: idempotency.Claim | None = request.state.idempotency
     if claim is None:
         raise idempotency.key_required()
     return claim
 
 
-IdempotencyClaimDep = Annotated[idempotency.Claim, Depends(_read_claim)]
+IdempotencyClaimDep = Annotated[idempotency.Claim, Provided(_read_claim)]
 
 
 async def _reserved_key(request: Request) -> str:
@@ -126,45 +152,92 @@ async def _reserved_key(request: Request) -> str:
     return (await _read_claim(request)).key
 
 
-IdempotencyKeyDep = Annotated[str, Depends(_reserved_key)]
+IdempotencyKeyDep = Annotated[str, Provided(_reserved_key)]
 
 
-def _schemes_of(call: Callable[..., Any]) -> tuple[SecurityBase, ...]:
-    schemes: tuple[SecurityBase, ...] = getattr(call, _AUTHENTICATES, ())
-    return schemes
+def _provided_by(annotation: Any) -> Provided | None:
+    if get_origin(annotation) is not Annotated:
+        return None
+    return next((meta for meta in get_args(annotation)[1:] if isinstance(meta, Provided)), None)
 
 
-def _uses_authentication(dependant: Dependant) -> bool:
-    return any(
-        getattr(dep.call, _AUTHENTICATES, False) or _uses_authentication(dep)
-        for dep in dependant.dependencies
+_REQUEST = "api_route_request"
+
+
+def _endpoint_for_fastapi(
+    endpoint: Callable[..., Any],
+) -> tuple[Callable[..., Any], dict[str, Provide]]:
+    """The endpoint as FastAPI sees it, without its `Provided` parameters (FastAPI validates
+    the rest), and those parameters' providers by name. The endpoint is called with what
+    FastAPI solved and what the route provided (`request.state.provided`)."""
+    hints = get_type_hints(endpoint, include_extras=True)
+    signature = inspect.signature(endpoint)
+    providers: dict[str, Provide] = {}
+    kept: list[inspect.Parameter] = []
+    request_name = None
+    for parameter in signature.parameters.values():
+        annotation = hints.get(parameter.name, parameter.annotation)
+        provided = _provided_by(annotation)
+        if provided is not None:
+            providers[parameter.name] = provided.provide
+            continue
+        if annotation is Request:
+            request_name = parameter.name
+        kept.append(parameter.replace(annotation=annotation))
+    if not providers:
+        return endpoint, providers
+    if not inspect.iscoroutinefunction(endpoint):
+        raise TypeError(f"{endpoint.__qualname__} must be an async def")
+    hidden = request_name is None
+    name = request_name or _REQUEST
+    if hidden:
+        kept.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Request))
+
+    async def call(**values: Any) -> Any:
+        request: Request = values.pop(name) if hidden else values[name]
+        return await endpoint(**values, **request.state.provided)
+
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=kept, return_annotation=hints.get("return", signature.return_annotation)
     )
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(call, attribute, getattr(endpoint, attribute))
+    return call, providers
 
 
 class ApiRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         methods = {method.upper() for method in kwargs.get("methods") or ()}
-        dependant = get_dependant(path=path, call=endpoint)
+        endpoint, providers = _endpoint_for_fastapi(endpoint)
         principal = next(
-            (
-                dep.call
-                for dep in dependant.dependencies
-                if dep.call is not None
-                and (getattr(dep.call, _AUTHENTICATES, False) or _uses_authentication(dep))
-            ),
+            (provide for provide in providers.values() if hasattr(provide, _AUTHENTICATES)),
             None,
         )
+        # What is awaited before FastAPI's handler, in order: the caller, the guard, the rest.
+        steps: list[tuple[str | None, Provide]] = []
         if principal is not None:
-            schemes = _schemes_of(principal)
+            schemes: tuple[SecurityBase, ...] = getattr(principal, _AUTHENTICATES)
             security: list[dict[str, list[str]]] = [{scheme.scheme_name: []} for scheme in schemes]
             kwargs["openapi_extra"] = {"security": security, **(kwargs.get("openapi_extra") or {})}
+            steps.append((None, principal))
         if "POST" in methods and principal is not None:
-            reserves_itself = any(dep.call is _read_claim for dep in dependant.dependencies)
-            guard = _guard(principal, reserve=not reserves_itself)
-            kwargs["dependencies"] = [Depends(guard), *(kwargs.get("dependencies") or [])]
+            reserves_itself = _read_claim in providers.values()
+            steps.append((None, _guard(principal, reserve=not reserves_itself)))
             extra = kwargs["openapi_extra"]
             extra["parameters"] = [*extra.get("parameters", []), dict(_KEY_PARAMETER)]
+        steps += providers.items()
+        self._steps = steps
         super().__init__(path, endpoint, **kwargs)
+
+    async def _provide(self, request: Request) -> dict[str, Any]:
+        provided: dict[str, Any] = {}
+        done: dict[Provide, Any] = {}
+        for name, provide in self._steps:
+            value = done[provide] if provide in done else await provide(request)
+            done[provide] = value
+            if name is not None:
+                provided[name] = value
+        return provided
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -177,6 +250,7 @@ class ApiRoute(APIRoute):
                 request.state.unit = unit
                 request.state.idempotency = None
                 try:
+                    request.state.provided = await self._provide(request)
                     response = await handler(request)
                 except ApiError as error:
                     if not error.keeps_changes:

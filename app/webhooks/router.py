@@ -3,13 +3,13 @@ finance)."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from app.auth.principal import RequireAdmin, RequireFinance
 from app.deps import SettingsDep
 from app.kit.errors import errors
 from app.kit.pagination import Page, PageParams
-from app.kit.routing import ApiRoute, Unit, secret_fields
+from app.kit.routing import ApiRoute, Provided, Unit, secret_fields
 from app.webhooks import service
 from app.webhooks.models import EventType, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from app.webhooks.schemas import (
@@ -32,7 +32,7 @@ async def _guard(request: Request) -> UrlGuard:
     return guard
 
 
-Guard = Annotated[UrlGuard, Depends(_guard)]
+Guard = Annotated[UrlGuard, Provided(_guard)]
 
 
 def endpoint_out(endpoint: WebhookEndpoint) -> EndpointOut:

@@ -324,6 +324,30 @@ async def test_missing_or_invalid_credentials_are_401_unauthenticated(
     assert_unauthenticated(await client.get("/v1/me", headers=headers))
 
 
+async def test_who_is_calling_is_checked_before_the_idempotency_key_and_the_body(
+    client: httpx.AsyncClient, sign_up: SignUp, add_user: AddUser
+) -> None:
+    """401, then 403, then the Idempotency-Key, then the body: nobody learns how a request
+    would be judged before it is known that they may make it."""
+    admin = await sign_up()
+    user = await add_user(admin, "user")
+    broken = {"product_id": 5, "validity_years": 9}
+    unknown = await client.post("/v1/orders", headers={"X-API-Key": "bk_made-up-key"}, json=broken)
+    assert_unauthenticated(unknown)
+    refused = await client.post("/v1/api-keys", headers=user.headers, json={"role": "nobody"})
+    assert_problem(refused, 403, "forbidden")
+    no_key = await client.post("/v1/orders", headers=admin.headers, json=broken)
+    assert_problem(no_key, 400, "idempotency_key_required")
+    keyed = {**admin.headers, "Idempotency-Key": "judged-last"}
+    invalid = await client.post("/v1/orders", headers=keyed, json=broken)
+    assert_problem(invalid, 422, "validation_error")
+    assert error_fields(invalid.json()) == {
+        "body.product_id",
+        "body.common_name",
+        "body.validity_years",
+    }
+
+
 async def test_expired_token_is_401_unauthenticated(
     client: httpx.AsyncClient, sign_up: SignUp, settings: Settings
 ) -> None:
