@@ -205,6 +205,10 @@ def _endpoint_for_fastapi(
     return call, providers
 
 
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
 class ApiRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         methods = {method.upper() for method in kwargs.get("methods") or ()}
@@ -227,6 +231,8 @@ class ApiRoute(APIRoute):
             extra["parameters"] = [*extra.get("parameters", []), dict(_KEY_PARAMETER)]
         steps += providers.items()
         self._steps = steps
+        # operationIds are the endpoints' own names: create_order, list_invoices.
+        kwargs["generate_unique_id_function"] = _operation_id
         super().__init__(path, endpoint, **kwargs)
 
     async def _provide(self, request: Request) -> dict[str, Any]:
