@@ -2,9 +2,10 @@
 
 In order: a fresh bench database; the service started as in production; 100 accounts and a
 hot one seeded and funded; then, each from a separate load-generator process at the same
-concurrency, (a) the floor and (b) POST /v1/orders over the 100 accounts, (a-hot) and (c)
-the same on the hot account (then checked for lost updates), (d) GET /v1/finance/balance,
-and an open-loop sweep of (b) at fractions of its maximum. Prints the table and rewrites the
+concurrency and in interleaved windows, (a) the floor, (b) POST /v1/orders and (d) GET
+/v1/finance/balance over the 100 accounts, (a-hot) and (c) the same two on the hot account
+(checked for lost updates around each window of (c)), and an open-loop sweep of (b) at
+fractions of its maximum. Prints the table and rewrites the
 generated part of docs/performance.md and docs/bench-latency.png.
 """
 
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import database, seed
-from bench.hot import HotCheck, order_price_cents, read_state
+from bench.hot import HotCheck, HotWindow, order_price_cents, read_state
 from bench.plot import plot_latency
 from bench.report import Report, console, markdown, write_doc
 from bench.service import RunningService, running_service
@@ -84,7 +85,18 @@ class Runs:
 
     def closed(self, name: str, target: str, accounts: Path) -> RunResult:
         concurrency = ["--concurrency", str(self.args.concurrency)]
-        return self._load(name, target, accounts, *concurrency, seconds=self.args.duration)
+        seconds = self.args.duration / self.args.rounds
+        return self._load(name, target, accounts, *concurrency, seconds=seconds)
+
+    def interleaved(self, runs: list[tuple[str, str, Path]]) -> dict[str, RunResult]:
+        """Each run's window in turn, `rounds` times, then each run's windows as one: this
+        machine's speed drifts by a third from one minute to the next, and a ratio of two
+        runs measured a minute apart measured the drift as much as the runs."""
+        windows: dict[str, list[RunResult]] = {name: [] for name, _, _ in runs}
+        for _ in range(self.args.rounds):
+            for name, target, accounts in runs:
+                windows[name].append(self.closed(name, target, accounts))
+        return {name: RunResult.merged(found) for name, found in windows.items()}
 
     def open(self, name: str, accounts: Path, rate: float) -> RunResult:
         offered = ["--rate", f"{rate:.1f}", "--connections", str(self.args.open_connections)]
@@ -138,18 +150,23 @@ def measure(args: argparse.Namespace) -> Report:
         hot = runs.accounts_file("hot", accounts[-1:])
         hot_id = accounts[-1].account_id
 
-        results = {"a": runs.closed("a", "floor", spread), "b": runs.closed("b", "orders", spread)}
-        results["a-hot"] = runs.closed("a-hot", "floor", hot)
-        before = asyncio.run(read_state(dsn, hot_id))
-        results["c"] = runs.closed("c", "orders", hot)
-        hot_check = HotCheck(
-            answered_201=results["c"].total_ok,
-            before=before,
-            after=asyncio.run(read_state(dsn, hot_id)),
-            order_cents=asyncio.run(order_price_cents(dsn)),
+        results = runs.interleaved(
+            [("a", "floor", spread), ("b", "orders", spread), ("d", "balance", spread)]
         )
+        # The hot account is read around each window of (c): the floor's windows in between
+        # move its balance too.
+        hot_runs: dict[str, list[RunResult]] = {"a-hot": [], "c": []}
+        hot_windows: list[HotWindow] = []
+        for _ in range(args.rounds):
+            hot_runs["a-hot"].append(runs.closed("a-hot", "floor", hot))
+            before = asyncio.run(read_state(dsn, hot_id))
+            window = runs.closed("c", "orders", hot)
+            hot_runs["c"].append(window)
+            after = asyncio.run(read_state(dsn, hot_id))
+            hot_windows.append(HotWindow(window.total_ok, before, after))
+        results.update({name: RunResult.merged(found) for name, found in hot_runs.items()})
+        hot_check = HotCheck(tuple(hot_windows), asyncio.run(order_price_cents(dsn)))
         log(hot_check.summary())
-        results["d"] = runs.closed("d", "balance", spread)
         maximum = results["b"].rps
         sweep = [(p, runs.open(f"{p}%", spread, maximum * p / 100)) for p in args.sweep]
     return Report(
@@ -164,6 +181,7 @@ def measure(args: argparse.Namespace) -> Report:
         runs=results,
         sweep=sweep,
         hot=hot_check,
+        rounds=args.rounds,
         wall_seconds=time.monotonic() - started,
     )
 
@@ -176,7 +194,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop connections")
     parser.add_argument("--accounts", type=int, default=100, help="accounts of (a), (b), (d)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each window")
-    parser.add_argument("--duration", type=float, default=10.0, help="closed-loop window (s)")
+    parser.add_argument(
+        "--duration", type=float, default=12.0, help="closed-loop seconds per run, all rounds"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="closed-loop windows per run, each run's in turn with the others' (default 3)",
+    )
     parser.add_argument("--sweep-duration", type=float, default=8.0, help="open-loop window (s)")
     parser.add_argument(
         "--sweep",
@@ -189,7 +215,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args(argv)
     if args.quick:
-        args.warmup, args.duration, args.sweep_duration = 1.0, 3.0, 3.0
+        args.warmup, args.duration, args.sweep_duration, args.rounds = 1.0, 3.0, 3.0, 1
     if 50 not in args.sweep:
         parser.error("--sweep must include 50 (the p99 target is taken there)")
     return args

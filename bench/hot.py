@@ -49,20 +49,35 @@ async def order_price_cents(dsn: str) -> int:
 
 
 @dataclass(frozen=True)
-class HotCheck:
-    answered_201: int  # the whole run, warm-up included
+class HotWindow:
+    """One window of (c): the 201s it answered (warm-up included), the account around it."""
+
+    answered_201: int
     before: AccountState
     after: AccountState
+
+
+@dataclass(frozen=True)
+class HotCheck:
+    """Every window of (c) together (the floor's windows in between move the balance too, so
+    each window is read on its own)."""
+
+    windows: tuple[HotWindow, ...]
     order_cents: int
+
+    @property
+    def answered_201(self) -> int:
+        return sum(window.answered_201 for window in self.windows)
 
     @property
     def orders_moved(self) -> float:
         """How many orders' worth the balance dropped by."""
-        return (self.before.balance_cents - self.after.balance_cents) / self.order_cents
+        moved = sum(w.before.balance_cents - w.after.balance_cents for w in self.windows)
+        return moved / self.order_cents
 
     @property
     def debits_committed(self) -> int:
-        return self.after.last_entry_seq - self.before.last_entry_seq
+        return sum(w.after.last_entry_seq - w.before.last_entry_seq for w in self.windows)
 
     @property
     def lost_updates(self) -> float:
@@ -71,7 +86,7 @@ class HotCheck:
 
     @property
     def ledger_matches(self) -> bool:
-        return self.after.ledger_sum_cents == self.after.balance_cents
+        return all(w.after.ledger_sum_cents == w.after.balance_cents for w in self.windows)
 
     @property
     def consistent(self) -> bool:

@@ -51,6 +51,7 @@ class Report:
     runs: dict[str, RunResult]  # a, b, a-hot, c, d: closed loop
     sweep: list[tuple[int, RunResult]]  # (percent of the maximum of (b), open-loop run)
     hot: HotCheck
+    rounds: int = 1  # closed-loop windows per run, interleaved with the other runs'
     wall_seconds: float = 0.0
     targets: list[Target] = field(default_factory=list)
 
@@ -208,7 +209,8 @@ def console(report: Report) -> str:
     return "\n\n".join(
         [
             f"Closed loop, {report.concurrency} connections, {report.workers} uvicorn worker(s), "
-            f"{report.duration:g} s each after {report.warmup:g} s of warm-up "
+            f"{report.duration:g} s each in {report.rounds} interleaved windows, each after "
+            f"{report.warmup:g} s of warm-up "
             "(CPU: cores used by the load generator/service/PostgreSQL/rest of the machine; "
             "CPU ms/req: the first three's CPU time per successful request)",
             runs_table(report),
@@ -245,8 +247,12 @@ load generator share its cores.
 - **Load generator**: `python -m bench.load`, a process of its own (asyncio on uvloop, aiohttp,
   keep-alive connections), one process per run.
   - *Closed loop* (maximum throughput): a fixed number of connections, each sending its next
-    request when the previous one is answered; {warmup:g} s of warm-up, then {duration:g} s
-    measured.
+    request when the previous one is answered; {duration:g} s measured per run, in {rounds}
+    windows taken in turn with the other runs' ((a), (b), (d), (a), (b), (d)...; (a-hot) and
+    (c) likewise), each after {warmup:g} s of warm-up. A run's windows are then counted as
+    one: their requests over their seconds. The machine's speed drifts (the floor alone moved
+    between 2,900 and 3,800 orders/s within minutes on the 2-core VM of these runs), and two
+    runs measured in turn see the same stretches of it.
   - *Open loop* (latency against load): Poisson arrivals at 10 to 90 % of the maximum of (b),
     up to 64 connections; latency counts from the moment a request was due, not from when it
     could be sent, so a backlog is charged to the server; {sweep_duration:g} s measured per step.
@@ -263,9 +269,10 @@ load generator share its cores.
     and a fresh `Idempotency-Key`, each request on an account drawn at random among
     {accounts};
   - (a-hot), (c): the same two on the one hot account, where every transaction waits for the
-    row lock of its balance. After (c) the hot account is checked: its balance must have
-    moved by exactly 49.00 per 201 answered (warm-up included), its ledger must hold one
-    debit per 201 and add up to the balance; a difference is a lost (or doubled) update;
+    row lock of its balance. Around each window of (c) the hot account is checked: its
+    balance must have moved by exactly 49.00 per 201 answered (warm-up included), its ledger
+    must hold one debit per 201 and add up to the balance; a difference is a lost (or
+    doubled) update;
   - (d) `GET /v1/finance/balance` with an API key, on the {accounts} accounts.
 - **CPU** (column `CPU`, four shares): average cores busy during the window, from `/proc`: the
   load generator's process / the service's process tree / PostgreSQL's process tree (when it
@@ -326,6 +333,7 @@ def markdown(report: Report, plot_name: str) -> str:
                 accounts=report.accounts,
                 warmup=report.warmup,
                 duration=report.duration,
+                rounds=report.rounds,
                 sweep_duration=report.sweep_duration,
             ).rstrip(),
         ]

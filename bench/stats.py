@@ -62,6 +62,8 @@ class RunResult:
     total_ok: int
     total_errors: int
     late_dispatch_ms: float = 0.0  # open loop: the generator's 99th percentile lateness
+    # The successful requests' latencies (ms, ascending), so that windows can be merged.
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_samples(
@@ -82,11 +84,54 @@ class RunResult:
             cpu=cpu,
             total_ok=samples.total_ok,
             total_errors=samples.total_errors,
+            latencies_ms=[round(latency * 1000, 3) for latency in ordered],
             **fields,
         )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def merged(cls, windows: list["RunResult"]) -> "RunResult":
+        """Several windows of one run as one: their requests together over their seconds
+        together, each window's CPU shares weighted by its length."""
+        first = windows[0]
+        seconds = sum(window.seconds for window in windows)
+        ordered = sorted(latency for window in windows for latency in window.latencies_ms)
+        kinds: Counter[str] = Counter()
+        for window in windows:
+            kinds.update(window.error_kinds)
+        shares = [(window.cpu, window.seconds) for window in windows if window.cpu is not None]
+        cpu = None
+        if len(shares) == len(windows) and seconds > 0:
+            names = ("client", "service", "database", "other", "machine")
+            cpu = CpuUse(
+                **{
+                    name: round(sum(getattr(use, name) * span for use, span in shares) / seconds, 2)
+                    for name in names
+                }
+            )
+        return cls(
+            name=first.name,
+            target=first.target,
+            mode=first.mode,
+            concurrency=first.concurrency,
+            offered_rps=first.offered_rps,
+            seconds=round(seconds, 3),
+            ok=len(ordered),
+            errors=sum(window.errors for window in windows),
+            error_kinds=dict(kinds.most_common()),
+            rps=round(len(ordered) / seconds, 1) if seconds > 0 else 0.0,
+            p50_ms=round(percentile(ordered, 0.50), 2),
+            p95_ms=round(percentile(ordered, 0.95), 2),
+            p99_ms=round(percentile(ordered, 0.99), 2),
+            max_ms=round(ordered[-1] if ordered else 0.0, 2),
+            cpu=cpu,
+            total_ok=sum(window.total_ok for window in windows),
+            total_errors=sum(window.total_errors for window in windows),
+            late_dispatch_ms=max(window.late_dispatch_ms for window in windows),
+            latencies_ms=ordered,
+        )
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunResult":
