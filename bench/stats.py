@@ -95,12 +95,14 @@ class RunResult:
     def merged(cls, windows: list["RunResult"]) -> "RunResult":
         """Several windows of one run as one: their requests together over their seconds
         together, each window's CPU shares weighted by its length."""
-        first = windows[0]
-        seconds = sum(window.seconds for window in windows)
-        ordered = sorted(latency for window in windows for latency in window.latencies_ms)
-        kinds: Counter[str] = Counter()
+        samples = Samples(
+            latencies=[ms / 1000 for window in windows for ms in window.latencies_ms],
+            total_ok=sum(window.total_ok for window in windows),
+            total_errors=sum(window.total_errors for window in windows),
+        )
         for window in windows:
-            kinds.update(window.error_kinds)
+            samples.errors.update(window.error_kinds)
+        seconds = sum(window.seconds for window in windows)
         shares = [(window.cpu, window.seconds) for window in windows if window.cpu is not None]
         cpu = None
         if len(shares) == len(windows) and seconds > 0:
@@ -111,26 +113,17 @@ class RunResult:
                     for name in names
                 }
             )
-        return cls(
+        first = windows[0]
+        return cls.from_samples(
+            samples,
+            seconds=seconds,
+            cpu=cpu,
             name=first.name,
             target=first.target,
             mode=first.mode,
             concurrency=first.concurrency,
             offered_rps=first.offered_rps,
-            seconds=round(seconds, 3),
-            ok=len(ordered),
-            errors=sum(window.errors for window in windows),
-            error_kinds=dict(kinds.most_common()),
-            rps=round(len(ordered) / seconds, 1) if seconds > 0 else 0.0,
-            p50_ms=round(percentile(ordered, 0.50), 2),
-            p95_ms=round(percentile(ordered, 0.95), 2),
-            p99_ms=round(percentile(ordered, 0.99), 2),
-            max_ms=round(ordered[-1] if ordered else 0.0, 2),
-            cpu=cpu,
-            total_ok=sum(window.total_ok for window in windows),
-            total_errors=sum(window.total_errors for window in windows),
             late_dispatch_ms=max(window.late_dispatch_ms for window in windows),
-            latencies_ms=ordered,
         )
 
     @classmethod
