@@ -1,11 +1,15 @@
 """Who is calling: a user with a bearer token or an integration with an API key.
 
 Access rules are enforced here, once, and read from route signatures through the
-aliases at the bottom (`RequireAdmin`, `RequireFinance`, `RequireMember`).
+aliases at the bottom (`RequireAdmin`, `RequireFinance`, `RequireMember`). Those check the
+caller with a statement of its own before the route runs. The two hot routes (a balance
+order, the balance) take a `MemberCaller` instead: the caller is checked by the route's
+first statement, which carries the caller's (`Caller.along`), so the whole request is one
+round trip; a request refused before that statement has its caller checked first.
 """
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -18,7 +22,7 @@ from app.auth.security import AccessClaims, api_key_digest, read_access_token
 from app.config import Settings
 from app.kit.db import UnitOfWork
 from app.kit.errors import ApiError, Forbidden
-from app.kit.routing import Provided, authenticates
+from app.kit.routing import Provided, authenticates, owe_caller_check
 
 # The two ways to authenticate, as the OpenAPI document declares them.
 BEARER = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
@@ -67,22 +71,11 @@ class CallerKey:
 
 
 @dataclass(frozen=True)
-class CallerRead:
-    """What a route reads of the caller's account in the caller's own statement, so that the
-    route needs no round trip of its own (the balance). `columns`: each name with its SQL
-    expression, `{account}` where the account's id goes; the values land in
-    `Principal.read` under those names."""
-
-    columns: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
 class Principal:
     account: CallerAccount
     role: Role
     user: CallerUser | None = None
     api_key: CallerKey | None = None
-    read: Mapping[str, object] = field(default_factory=dict)  # what a CallerRead asked for
 
     @property
     def account_id(self) -> str:
@@ -103,93 +96,92 @@ class Unauthenticated(ApiError):
         )
 
 
-@authenticates(BEARER, API_KEY)
-async def authenticate(request: Request) -> Principal:
-    return await _authenticate(request, None)
+@dataclass(frozen=True)
+class _Credential:
+    """What the request's headers say of its caller, before the database is asked: a bearer
+    token's verified claims, or an API key."""
+
+    claims: AccessClaims | None = None
+    key: str | None = None
 
 
-async def _authenticate(request: Request, read: CallerRead | None) -> Principal:
-    """The caller, read by one statement of its own before the request's transaction: every
-    request runs it, so it skips the ORM and a BEGIN, and a revoked key or a changed password
-    is refused at once. It reads both headers itself rather than through two more
-    dependencies (FastAPI costs more per dependency than the read); `ApiRoute` declares the
-    two schemes (`BEARER`, `API_KEY`) in the OpenAPI document."""
-    known: Principal | None = getattr(request.state, "principal", None)  # the role check's
-    if known is not None:
-        return known
+def _credential(request: Request) -> _Credential:
+    """The credential of the request, or 401 for what needs no database to refuse (none, a
+    token that does not verify, a key longer than any we issue). Both headers are read here
+    rather than through two more dependencies; `ApiRoute` declares the two schemes
+    (`BEARER`, `API_KEY`) in the OpenAPI document."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    principal = await _identify(
-        request.state.unit,
-        request.app.state.settings,
-        token.strip() if scheme.lower() == "bearer" else None,
-        request.headers.get("x-api-key"),
-        read,
-    )
-    request.state.principal = principal
-    return principal
-
-
-async def _identify(
-    unit: UnitOfWork,
-    settings: Settings,
-    token: str | None,
-    key: str | None,
-    read: CallerRead | None,
-) -> Principal:
-    if token:
-        claims = read_access_token(token, settings.secret_key)
+    if scheme.lower() == "bearer" and token.strip():
+        settings: Settings = request.app.state.settings
+        claims = read_access_token(token.strip(), settings.secret_key)
         if claims is None:
             raise Unauthenticated
-        return await _from_token(unit, claims, read)
+        return _Credential(claims=claims)
+    key = request.headers.get("x-api-key")
     if key:
         if len(key) > 200:
             raise Unauthenticated
-        return await _from_api_key(unit, key, read)
+        return _Credential(key=key)
     raise Unauthenticated
 
 
-# The caller and its account in one round trip, read by named columns.
+# The caller's statement: the calling user or key with its account, read by named columns,
+# with what a request reads along (`Caller.along`) as further columns. `{p}` is the number of
+# its first parameter, after those of the columns along.
 _ACCOUNT_COLUMNS = """a.name AS a_name, a.company_name AS a_company_name, a.email AS a_email,
     a.phone AS a_phone, a.created_at AS a_created_at"""
 
-_USER_BY_ID = f"""
+_USER_STATEMENT = f"""
     SELECT u.id, u.account_id, u.email, u.name, u.role, u.token_version, u.created_at,
-           {_ACCOUNT_COLUMNS}{{read}}
+           {_ACCOUNT_COLUMNS}{{along}}
     FROM app_user u JOIN account a ON a.id = u.account_id
-    WHERE u.id = $1 AND u.deleted_at IS NULL
+    WHERE u.id = ${{p0}} AND u.deleted_at IS NULL AND u.token_version = ${{p1}}
+      AND u.account_id = ${{p2}}{{roles}}
 """  # noqa: S608  (constant text, no input in it)
 
-# The calling key and its account, by the database function of migration 0013, which
-# also writes last_used_at, at most once a minute (a write on every read would cost more
-# than the read). Its columns: the key's, used_at, and the account's as _ACCOUNT_COLUMNS.
-_API_KEY_BY_DIGEST = """
-    SELECT k.*{read}
-    FROM caller_by_api_key($1, $2::interval) k
+# The calling key and its account, by the database function of migration 0013, which also
+# writes last_used_at, at most once a minute (a write on every read would cost more than the
+# read). Its columns: the key's, used_at, and the account's as _ACCOUNT_COLUMNS.
+_API_KEY_STATEMENT = """
+    SELECT k.*{along}
+    FROM caller_by_api_key(${p0}, ${p1}::interval) k
+    WHERE true{roles}
 """
 
 
-def _statement(template: str, account: str, read: CallerRead | None) -> str:
-    """The caller's statement, with the columns a route asked to read along (once each)."""
-    key = (template, read)
-    statement = _STATEMENTS.get(key)
+def _statement(credential: _Credential, roles: tuple[Role, ...], along: str, count: int) -> str:
+    """The caller's statement for this kind of credential, with `along` (columns over
+    `{account}` and parameters $1 to $`count`), and only a caller of one of `roles` (none:
+    any) answering a row (once built, kept)."""
+    cache_key = (credential.key is None, roles, along, count)
+    statement = _STATEMENTS.get(cache_key)
     if statement is None:
-        columns = "".join(
-            f",\n    {expression.format(account=account)} AS {name}"
-            for name, expression in (read.columns if read else ())
+        template, table = (_API_KEY_STATEMENT, "k") if credential.key else (_USER_STATEMENT, "u")
+        # Roles are our own enum's values, never the client's text.
+        allowed = ", ".join(f"'{role.value}'" for role in roles)
+        statement = _STATEMENTS[cache_key] = template.format(
+            along=f",\n    {along.replace('{account}', f'{table}.account_id')}" if along else "",
+            roles=f" AND {table}.role IN ({allowed})" if roles else "",
+            p0=count + 1,
+            p1=count + 2,
+            p2=count + 3,
         )
-        statement = _STATEMENTS[key] = template.format(read=columns)
     return statement
 
 
-_STATEMENTS: dict[tuple[str, CallerRead | None], str] = {}
+_STATEMENTS: dict[tuple[bool, tuple[Role, ...], str, int], str] = {}
 
 
-def _read(row: asyncpg.Record, read: CallerRead | None) -> Mapping[str, object]:
-    return {name: row[name] for name, _ in read.columns} if read else {}
+def _arguments(credential: _Credential) -> tuple[object, ...]:
+    if credential.key is not None:
+        return (api_key_digest(credential.key), _LAST_USED_RESOLUTION)
+    assert credential.claims is not None
+    claims = credential.claims
+    return (claims.user_id, claims.token_version, claims.account_id)
 
 
-def _account(row: asyncpg.Record) -> CallerAccount:
-    return CallerAccount(
+def _principal(row: asyncpg.Record, credential: _Credential) -> Principal:
+    account = CallerAccount(
         id=row["account_id"],
         name=row["a_name"],
         company_name=row["a_company_name"],
@@ -197,64 +189,109 @@ def _account(row: asyncpg.Record) -> CallerAccount:
         phone=row["a_phone"],
         created_at=row["a_created_at"],
     )
-
-
-async def _from_token(unit: UnitOfWork, claims: AccessClaims, read: CallerRead | None) -> Principal:
-    row = await unit.fetchrow_atomic(_statement(_USER_BY_ID, "u.account_id", read), claims.user_id)
-    if (
-        row is None
-        or row["token_version"] != claims.token_version
-        or row["account_id"] != claims.account_id
-    ):
-        raise Unauthenticated
-    user = CallerUser(
-        id=row["id"],
-        account_id=row["account_id"],
-        email=row["email"],
-        name=row["name"],
-        role=Role(row["role"]),
-        token_version=row["token_version"],
-        created_at=row["created_at"],
-    )
-    return Principal(account=_account(row), role=user.role, user=user, read=_read(row, read))
-
-
-async def _from_api_key(unit: UnitOfWork, key: str, read: CallerRead | None) -> Principal:
-    row = await unit.fetchrow_atomic(
-        _statement(_API_KEY_BY_DIGEST, "k.account_id", read),
-        api_key_digest(key),
-        _LAST_USED_RESOLUTION,
-    )
-    if row is None:
-        raise Unauthenticated
+    role = Role(row["role"])
+    if credential.key is None:
+        user = CallerUser(
+            id=row["id"],
+            account_id=row["account_id"],
+            email=row["email"],
+            name=row["name"],
+            role=role,
+            token_version=row["token_version"],
+            created_at=row["created_at"],
+        )
+        return Principal(account=account, role=role, user=user)
     api_key = CallerKey(
         id=row["id"],
         account_id=row["account_id"],
         name=row["name"],
-        role=Role(row["role"]),
+        role=role,
         integration=Integration(row["integration"]) if row["integration"] is not None else None,
         prefix=row["prefix"],
         created_at=row["created_at"],
         last_used_at=row["used_at"],
     )
-    return Principal(
-        account=_account(row), role=api_key.role, api_key=api_key, read=_read(row, read)
-    )
+    return Principal(account=account, role=role, api_key=api_key)
+
+
+async def _read_caller(unit: UnitOfWork, credential: _Credential) -> Principal:
+    """The caller, by one statement of its own (no ORM, no BEGIN): every request runs one,
+    and a revoked key or a changed password is refused at once."""
+    statement = _statement(credential, (), "", 0)
+    row = await unit.fetchrow_atomic(statement, *_arguments(credential))
+    if row is None:
+        raise Unauthenticated
+    return _principal(row, credential)
+
+
+@authenticates(BEARER, API_KEY)
+async def authenticate(request: Request) -> Principal:
+    known: Principal | None = getattr(request.state, "principal", None)  # the role check's
+    if known is not None:
+        return known
+    principal = await _read_caller(request.state.unit, _credential(request))
+    request.state.principal = principal
+    return principal
+
+
+class Caller:
+    """Who is calling, as the credential says, checked by the database together with the
+    request's first statement: `along` runs that statement as columns of the caller's own,
+    one round trip for both, and evaluates them only for a caller of the allowed roles. A
+    request that fails before it (its Idempotency-Key, its body) has the caller checked
+    alone first (`check`), so a 401 or 403 still comes before any other answer; `ApiRoute`
+    sees to that, and never answers before the caller is checked. Only for routes open to
+    some roles with no further rule (`defer_role`)."""
+
+    def __init__(self, credential: _Credential, roles: tuple[Role, ...]) -> None:
+        self._credential = credential
+        self._roles = roles
+        self._principal: Principal | None = None
+
+    @property
+    def principal(self) -> Principal:
+        """The caller, once checked."""
+        if self._principal is None:
+            raise RuntimeError("the caller has not been checked yet")
+        return self._principal
+
+    @property
+    def account_id(self) -> str:
+        return self.principal.account_id
+
+    async def check(self, unit: UnitOfWork) -> Principal:
+        """The caller, checked by its statement alone (once); 401 or 403."""
+        if self._principal is None:
+            principal = await _read_caller(unit, self._credential)
+            if principal.role not in self._roles:
+                raise Forbidden
+            self._principal = principal
+        return self._principal
+
+    async def along(self, unit: UnitOfWork, columns: str, *args: object) -> asyncpg.Record:
+        """The caller's statement with `columns` (SQL over `{account}`, the caller's account,
+        and parameters $1 to $len(args)) read along, evaluated only if the caller may make
+        the request; 401 or 403 otherwise, with nothing of `columns` done."""
+        statement = _statement(self._credential, self._roles, columns, len(args))
+        row = await unit.fetchrow_atomic(statement, *args, *_arguments(self._credential))
+        if row is None:
+            await self.check(unit)  # which of 401 or 403 (or, since, a caller who passes)
+            row = await unit.fetchrow_atomic(statement, *args, *_arguments(self._credential))
+            if row is None:
+                raise Unauthenticated
+        self._principal = _principal(row, self._credential)
+        return row
 
 
 def require_role(
-    *roles: Role,
-    refuse: Callable[[Principal], ApiError | None] | None = None,
-    read: CallerRead | None = None,
+    *roles: Role, refuse: Callable[[Principal], ApiError | None] | None = None
 ) -> Provided:
     """The caller, if their role is one of `roles` and `refuse` finds nothing to object to;
-    else 403. Checked before anything else of the request (its Idempotency-Key included).
-    `read`: what of the account to read along with the caller (nothing is revealed before
-    the role check: the route answers only after it)."""
+    else 403. Checked before anything else of the request (its Idempotency-Key included)."""
 
     @authenticates(BEARER, API_KEY)
     async def check(request: Request) -> Principal:
-        principal = await _authenticate(request, read)
+        principal = await authenticate(request)
         if principal.role not in roles:
             raise Forbidden
         refusal = refuse(principal) if refuse else None
@@ -263,6 +300,22 @@ def require_role(
         return principal
 
     return Provided(check)
+
+
+def defer_role(*roles: Role) -> Provided:
+    """The caller as a `Caller`, to be checked (role one of `roles`, else 403) with the
+    request's first statement (`Caller.along`) rather than by a statement of its own before
+    it: one round trip fewer. What needs no database is refused at once (no credential, a
+    token that does not verify)."""
+
+    @authenticates(BEARER, API_KEY)
+    async def defer(request: Request) -> Caller:
+        caller = Caller(_credential(request), roles)
+        unit: UnitOfWork = request.state.unit
+        owe_caller_check(request, lambda: caller.check(unit))
+        return caller
+
+    return Provided(defer)
 
 
 def _integration_minting(principal: Principal) -> ApiError | None:
@@ -299,6 +352,8 @@ async def require_user(request: Request) -> Principal:
 Authenticated = Annotated[Principal, Provided(authenticate)]
 MEMBER_ROLES = (Role.ADMIN, Role.FINANCE, Role.USER)
 RequireMember = Annotated[Principal, require_role(*MEMBER_ROLES)]
+# A member, checked with the request's first statement (`Caller.along`).
+MemberCaller = Annotated[Caller, defer_role(*MEMBER_ROLES)]
 RequireFinance = Annotated[Principal, require_role(Role.ADMIN, Role.FINANCE)]
 RequireAdmin = Annotated[Principal, require_role(Role.ADMIN)]
 RequireSignedInUser = Annotated[Principal, Provided(require_user)]

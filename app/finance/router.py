@@ -1,16 +1,8 @@
 """HTTP endpoints of finance settings, the balance, deposits and the ledger."""
 
-from typing import Annotated
-
 from fastapi import APIRouter, Response
 
-from app.auth.principal import (
-    MEMBER_ROLES,
-    Principal,
-    RequireDepositor,
-    RequireFinance,
-    require_role,
-)
+from app.auth.principal import MemberCaller, RequireDepositor, RequireFinance
 from app.deps import GatewayDep, SettingsDep
 from app.finance import service
 from app.finance.models import DepositStatus, LedgerEntry
@@ -93,15 +85,9 @@ async def update_finance_settings(
     return _settings_out(await service.update_payment_settings(unit, settings, principal, body))
 
 
-# Who may read the balance, the balance read along (no round trip of its own).
-RequireMemberWithBalance = Annotated[
-    Principal, require_role(*MEMBER_ROLES, read=service.BALANCE_READ)
-]
-
-
 @router.get("/balance", response_model=BalanceOut, summary="The account balance")
-async def get_balance(principal: RequireMemberWithBalance) -> BalanceOut:
-    view = service.balance_of(principal)
+async def get_balance(caller: MemberCaller, unit: Unit) -> BalanceOut:
+    view = await service.get_balance(unit, caller)
     return BalanceOut(
         balance=view.balance_cents,
         low_balance_threshold=view.low_balance_threshold_cents,

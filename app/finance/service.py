@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from app.accounts.models import Account, BillingInfo
 from app.auth.models import Integration
-from app.auth.principal import CallerRead, Principal
+from app.auth.principal import Caller, Principal
 from app.config import Settings
 from app.finance.ledger import Posting, post_entry
 from app.finance.models import (
@@ -171,27 +171,15 @@ class BalanceView:
 
 # The balance is read along with the caller, in the caller's own statement: one round trip
 # in all, and one consistent snapshot.
-BALANCE_READ = CallerRead(
-    columns=(
-        (
-            "balance_cents",
-            "(SELECT balance_cents FROM account_balance WHERE account_id = {account})",
-        ),
-        (
-            "low_balance_threshold_cents",
-            "(SELECT low_balance_threshold_cents FROM finance_settings"
-            " WHERE account_id = {account})",
-        ),
-    )
-)
+_BALANCE = """(SELECT balance_cents FROM account_balance WHERE account_id = {account})
+        AS balance_cents,
+    (SELECT low_balance_threshold_cents FROM finance_settings WHERE account_id = {account})
+        AS low_balance_threshold_cents"""
 
 
-def balance_of(principal: Principal) -> BalanceView:
-    """The balance as the caller's statement read it (a route that asked for BALANCE_READ)."""
-    balance, threshold = (principal.read[name] for name, _ in BALANCE_READ.columns)
-    assert isinstance(balance, int | None)
-    assert isinstance(threshold, int | None)
-    return BalanceView(balance or 0, threshold)
+async def get_balance(unit: UnitOfWork, caller: Caller) -> BalanceView:
+    row = await caller.along(unit, _BALANCE)
+    return BalanceView(row["balance_cents"] or 0, row["low_balance_threshold_cents"])
 
 
 # Deposits

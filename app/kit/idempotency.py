@@ -18,6 +18,7 @@ import hmac
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from fastapi import Response
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String, func
@@ -51,16 +52,27 @@ class IdempotencyKey(Base):
     )
 
 
+class HasAccount(Protocol):
+    @property
+    def account_id(self) -> str: ...
+
+
 @dataclass
 class Claim:
-    """A request's claim on a key: what it is, whether this unit holds it, whether its answer
-    is stored already (the balance order stores it in the statement that pays)."""
+    """A request's claim on a key: whose (the caller, whose account may be known only once
+    the request's first statement has checked it), what it is, whether this unit holds it,
+    whether its answer is stored already (the balance order stores it in the statement that
+    pays)."""
 
-    account_id: str
+    caller: HasAccount
     key: str
     fingerprint: str
     held: bool = False
     answered: bool = False
+
+    @property
+    def account_id(self) -> str:
+        return self.caller.account_id
 
 
 class Replay(Exception):

@@ -15,6 +15,11 @@ itself, from the request, before FastAPI validates the rest of it: FastAPI 0.165
 about 90,000 instructions a node, more than what any of these does. `Depends` stays for what
 FastAPI must validate: the page's query parameters, the token endpoint's form.
 
+A provider may leave the check of the caller to the request's first statement
+(`app.auth.principal.Caller`, one round trip fewer) and say how to make it alone
+(`owe_caller_check`). `ApiRoute` makes that check before answering any client error (so a
+401 or 403 still comes before the Idempotency-Key's or the body's) and before any answer.
+
 Idempotency: on an authenticated POST the route holds the key after the caller's
 authentication and role check (a 401 or 403 reserves nothing), and reserves it in the
 request's unit (`app.kit.idempotency`). The answer is stored in the same unit; a failure's
@@ -25,9 +30,10 @@ answer (a 4xx other than 401/403) is stored after the rollback. An endpoint that
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol, TypeVar, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security.base import SecurityBase
 
@@ -74,9 +80,19 @@ def authenticates(*schemes: SecurityBase) -> Callable[[F], F]:
     return mark
 
 
-class HasAccount(Protocol):
-    @property
-    def account_id(self) -> str: ...
+def owe_caller_check(request: Request, check: Callable[[], Awaitable[object]]) -> None:
+    """Called by a provider that leaves the caller's check to the request's first statement
+    (`app.auth.principal.Caller`): `check` makes it alone, raising 401 or 403. `ApiRoute`
+    awaits it before any other client error and before any answer (once made, it costs
+    nothing)."""
+    request.state.caller_check = check
+
+
+async def _settle_caller_check(request: Request) -> None:
+    check: Callable[[], Awaitable[object]] | None = request.state.caller_check
+    if check is not None:
+        await check()
+        request.state.caller_check = None
 
 
 async def get_unit(request: Request) -> UnitOfWork:
@@ -107,7 +123,9 @@ def _extra(request: Request) -> dict[str, Any]:
     return getattr(request.scope.get("route"), "openapi_extra", None) or {}
 
 
-async def _claim(request: Request, account_id: str, key: str | None) -> idempotency.Claim | None:
+async def _claim(
+    request: Request, caller: idempotency.HasAccount, key: str | None
+) -> idempotency.Claim | None:
     if key is None:
         if _extra(request).get("x-idempotency-key") == "required":
             raise idempotency.key_required()
@@ -116,20 +134,21 @@ async def _claim(request: Request, account_id: str, key: str | None) -> idempote
     secret = request.app.state.settings.secret_key
     path, body = request.scope["path"], await request.body()
     claim = idempotency.Claim(
-        account_id, key, idempotency.fingerprint(secret, request.method, path, body)
+        caller, key, idempotency.fingerprint(secret, request.method, path, body)
     )
     request.state.idempotency = claim
     return claim
 
 
-def _guard(principal: Provide, reserve: bool) -> Provide:
+def _guard(reserve: bool) -> Provide:
     """The caller's claim on the request's Idempotency-Key, reserved in the unit unless the
     endpoint's service reserves it itself."""
 
     async def guard(request: Request) -> None:
-        caller: HasAccount = await principal(request)
-        claim = await _claim(request, caller.account_id, request.headers.get(_KEY_HEADER))
+        caller: idempotency.HasAccount = request.state.caller  # what authenticated it
+        claim = await _claim(request, caller, request.headers.get(_KEY_HEADER))
         if claim is not None and reserve:
+            await _settle_caller_check(request)  # the key is the account's
             await idempotency.reserve(request.state.unit, claim)
 
     return guard
@@ -226,11 +245,12 @@ class ApiRoute(APIRoute):
             steps.append((None, principal))
         if "POST" in methods and principal is not None:
             reserves_itself = _read_claim in providers.values()
-            steps.append((None, _guard(principal, reserve=not reserves_itself)))
+            steps.append((None, _guard(reserve=not reserves_itself)))
             extra = kwargs["openapi_extra"]
             extra["parameters"] = [*extra.get("parameters", []), dict(_KEY_PARAMETER)]
         steps += providers.items()
         self._steps = steps
+        self._principal = principal
         # operationIds are the endpoints' own names: create_order, list_invoices.
         kwargs["generate_unique_id_function"] = _operation_id
         super().__init__(path, endpoint, **kwargs)
@@ -241,6 +261,8 @@ class ApiRoute(APIRoute):
         for name, provide in self._steps:
             value = done[provide] if provide in done else await provide(request)
             done[provide] = value
+            if provide is self._principal:
+                request.state.caller = value
             if name is not None:
                 provided[name] = value
         return provided
@@ -255,13 +277,19 @@ class ApiRoute(APIRoute):
             async def attempt(unit: UnitOfWork) -> Response:
                 request.state.unit = unit
                 request.state.idempotency = None
+                request.state.caller_check = None
                 try:
                     request.state.provided = await self._provide(request)
                     response = await handler(request)
-                except ApiError as error:
-                    if not error.keeps_changes:
+                except (ApiError, RequestValidationError) as error:
+                    # Who is calling is answered first: 401 or 403 before any other error.
+                    if getattr(error, "status", 422) < 500:
+                        await _settle_caller_check(request)
+                    if not isinstance(error, ApiError) or not error.keeps_changes:
                         raise
                     response = error.response()  # committed with what the request wrote
+                # Nothing is answered to a caller not checked (a deferred check not yet made).
+                await _settle_caller_check(request)
                 claim: idempotency.Claim | None = request.state.idempotency
                 unanswered = claim is not None and claim.held and not claim.answered
                 if unanswered and response.status_code < 500:

@@ -104,7 +104,6 @@ class OrderDraft:
     it (and its answer) in one go, and only an order paid by card becomes an ORM row."""
 
     id: str
-    account_id: str
     idempotency_key: str
     product_id: str
     common_name: str
@@ -118,10 +117,11 @@ class OrderDraft:
     decline_code: str | None = None
     canceled_at: datetime | None = None
 
-    def row(self) -> CertificateOrder:
+    def row(self, account_id: str) -> CertificateOrder:
+        """The order as a row of `account_id` (the caller's, known once it was checked)."""
         return CertificateOrder(
             id=self.id,
-            account_id=self.account_id,
+            account_id=account_id,
             idempotency_key=self.idempotency_key,
             product_id=self.product_id,
             common_name=self.common_name,

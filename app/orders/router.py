@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Response
 
-from app.auth.principal import RequireMember
+from app.auth.principal import MemberCaller, RequireMember
 from app.deps import GatewayDep
 from app.kit.errors import ApiError, errors
 from app.kit.pagination import Page, PageParams
@@ -56,12 +56,12 @@ def _order_answer(order: CertificateOrder | OrderDraft) -> Response:
 )
 async def create_order(
     body: OrderIn,
-    principal: RequireMember,
+    caller: MemberCaller,
     unit: Unit,
     gateway: GatewayDep,
     claim: IdempotencyClaimDep,
 ) -> Response:
-    placed = await service.create_order(unit, gateway, principal, body, claim, _order_answer)
+    placed = await service.create_order(unit, gateway, caller, body, claim, _order_answer)
     order = placed.order
     if order.status == OrderStatus.FAILED:
         raise ApiError(

@@ -1,9 +1,9 @@
 """Rules of certificate orders: price, payment method, payment, cancellation.
 
 Paid from the balance, an order is one statement (`place_balance_order`, migrations 0005
-to 0014): the idempotency key with the order's answer, the order, its `order.paid` event
-and the debit with its ledger entry commit together, or, with too little money, nothing
-does (402). With the caller's own statement that makes two round trips in all. Paid by
+to 0014, read along with the caller's check): the idempotency key with the order's answer,
+the order, its `order.paid` event and the debit with its ledger entry commit together, or,
+with too little money, nothing does (402). One round trip in all. Paid by
 card, it is a two-phase payment (`app.kit.payments`). Cancelling returns the money to where
 it came from, once.
 """
@@ -20,7 +20,7 @@ from fastapi import Response
 from sqlalchemy import select, update
 
 from app.auth.models import Integration
-from app.auth.principal import Principal
+from app.auth.principal import Caller, Principal
 from app.finance.ledger import post_entry
 from app.finance.models import LedgerEntryType
 from app.gateway.base import Charge, Gateway, Refund
@@ -128,10 +128,10 @@ def _insufficient_funds() -> ApiError:
     )
 
 
-_PLACE_BALANCE_ORDER = """
-    SELECT place_balance_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                               $15, $16, $17, $18, $19)
-"""
+# Read along with the caller (`Caller.along`): one statement checks who is calling and, for a
+# member, places the order.
+_PLACE_BALANCE_ORDER = """place_balance_order({account}, $1, $2, $3, $4, $5, $6, $7, $8, $9,
+    $10, $11, $12, $13, $14, $15, $16, $17, $18) AS outcome"""
 
 
 class _BalanceOutcome(StrEnum):
@@ -146,19 +146,21 @@ class _BalanceOutcome(StrEnum):
 
 async def _pay_from_balance(
     unit: UnitOfWork,
+    caller: Caller,
     order: OrderDraft,
     product: PricedProduct,
     claim: idempotency.Claim,
     requested_method: PaymentMethod | None,
     answer: Answer,
 ) -> tuple[_BalanceOutcome, Response]:
-    """Paid (with the answer stored under the key), or what stopped it; raises 402."""
+    """Paid (with the answer stored under the key), or what stopped it; raises 401 or 403
+    (nothing done), or 402."""
     response = answer(order)
     refusal = _insufficient_funds()
     try:
-        row = await unit.fetchrow_atomic(
+        row = await caller.along(
+            unit,
             _PLACE_BALANCE_ORDER,
-            claim.account_id,
             claim.key,
             claim.fingerprint,
             claim.held,
@@ -180,10 +182,10 @@ async def _pay_from_balance(
         )
     except asyncpg.PostgresError as error:
         if error.sqlstate == "BL409":
+            await caller.check(unit)  # the statement was undone with the caller's row
             return _BalanceOutcome.ORDER_EXISTS, response
         raise
-    assert row is not None
-    outcome = _BalanceOutcome(row[0])
+    outcome = _BalanceOutcome(row["outcome"])
     if outcome == _BalanceOutcome.PAID:
         claim.held = claim.answered = True
     elif outcome == _BalanceOutcome.INSUFFICIENT_FUNDS:
@@ -204,20 +206,19 @@ class PlacedOrder:
 async def create_order(
     unit: UnitOfWork,
     gateway: Gateway,
-    principal: Principal,
+    caller: Caller,
     body: OrderIn,
     claim: idempotency.Claim,
     answer: Answer,
 ) -> PlacedOrder:
     """The order, paid (from the balance), failed (the card declined) or pending_payment
-    (the card's answer is not known yet)."""
+    (the card's answer is not known yet). The caller is checked by the order's statement."""
     product = await _product(unit, body.product_id)
     if product is None:
         raise validation_error("body.product_id", "is not a product of the catalogue")
     _check_names(product, body)
     order = OrderDraft(
         id=new_id("ord"),
-        account_id=principal.account_id,
         idempotency_key=claim.key,
         product_id=product.id,
         common_name=body.common_name,
@@ -226,14 +227,15 @@ async def create_order(
         amount_cents=order_amount_cents(product, len(body.sans), body.validity_years),
         created_at=datetime.now(UTC),
     )
-    # The usual case, paid from the balance, in one statement.
+    # The usual case, paid from the balance, in one statement with the caller's.
     outcome, stored = await _pay_from_balance(
-        unit, order, product, claim, body.payment_method, answer
+        unit, caller, order, product, claim, body.payment_method, answer
     )
     if outcome == _BalanceOutcome.PAID:
         return PlacedOrder(order, stored)
     # Anything else: the key held in the unit's transaction first (or a replay, a reuse, a
     # request still running), then the rules.
+    principal = caller.principal
     await idempotency.reserve(unit, claim)
     existing = await unit.session.scalar(
         select(CertificateOrder).where(
@@ -246,7 +248,9 @@ async def create_order(
     settings = await load_payment_settings(unit, principal.account_id, principal.account.email)
     method = resolve_payment_method(body.payment_method, settings, principal)
     if method == PaymentMethod.BALANCE:
-        outcome, stored = await _pay_from_balance(unit, order, product, claim, method, answer)
+        outcome, stored = await _pay_from_balance(
+            unit, caller, order, product, claim, method, answer
+        )
         assert outcome == _BalanceOutcome.PAID, outcome
         return PlacedOrder(order, stored)
     card_token = await unit.session.scalar(
@@ -256,7 +260,7 @@ async def create_order(
         raise ApiError("no_card_on_file", 409, "Add a card before paying by card.")
     order.payment_method = PaymentMethod.CARD
     order.status = OrderStatus.PENDING_PAYMENT
-    row = order.row()
+    row = order.row(principal.account_id)
     unit.session.add(row)
     await unit.session.flush()
     charge = payments.CardCharge(

@@ -1,9 +1,11 @@
 """Products and certificate orders (SPEC §7): price, payment methods, Key Vault, cancel."""
 
+import dataclasses
+
 import httpx
 import pytest
 
-from tests.conftest import AddUser, Member, SignUp
+from tests.conftest import PASSWORD, AddUser, Member, SignUp, login
 from tests.money import (
     CHARGES_DECLINED,
     TIMEOUT_SUCCEEDED,
@@ -290,3 +292,67 @@ async def test_every_role_may_order(
         assert (await order(client, member)).status_code == 201
         assert (await client.get("/v1/orders", headers=member.headers)).status_code == 200
         assert (await client.get("/v1/products", headers=member.headers)).status_code == 200
+
+
+# Who is calling is checked by the order's own statement (one round trip): a caller it
+# refuses has nothing placed, debited or kept under the key, and is told 401 before anything
+# else about the request.
+
+
+async def test_an_order_by_a_revoked_key_is_401_and_moves_nothing(
+    client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    admin = await sign_up()
+    await fund(client, admin, "100.00")
+    connector = await api_key_headers(client, admin, None)
+    [made] = (await client.get("/v1/api-keys", headers=admin.headers)).json()["data"]
+    revoked = await client.delete(f"/v1/api-keys/{made['id']}", headers=admin.headers)
+    assert revoked.status_code in (200, 204), revoked.text
+    body = {"product_id": "ssl_dv", "common_name": "www.example.com", "validity_years": 1}
+    headers = {**connector, "Idempotency-Key": "revoked-then-reused"}
+    refused = await client.post("/v1/orders", headers=headers, json=body)
+    assert_problem(refused, 401, "unauthenticated")
+    # Every other fault of the request is hidden behind the 401 too.
+    for faulty_headers, faulty_body in (
+        (connector, body),  # no Idempotency-Key
+        (headers, {**body, "product_id": "no_such_product"}),
+        (headers, {**body, "validity_years": 9}),
+    ):
+        answer = await client.post("/v1/orders", headers=faulty_headers, json=faulty_body)
+        assert_problem(answer, 401, "unauthenticated")
+    assert await balance(client, admin) == "100.00"
+    assert (await client.get("/v1/orders", headers=admin.headers)).json()["data"] == []
+    # The key was never the refused caller's: the account's own admin may use it.
+    placed = await client.post(
+        "/v1/orders", headers={**admin.headers, "Idempotency-Key": "revoked-then-reused"}, json=body
+    )
+    assert placed.status_code == 201, placed.text
+    assert await balance(client, admin) == "51.00"
+
+
+async def test_an_order_with_a_token_from_before_a_password_change_is_401(
+    client: httpx.AsyncClient, sign_up: SignUp
+) -> None:
+    admin = await sign_up()
+    await fund(client, admin, "100.00")
+    changed = await client.put(
+        "/v1/account/password",
+        headers=admin.headers,
+        json={
+            "current_password": PASSWORD,
+            "new_password": "Another-Long-Password-2",
+            "new_password_confirmation": "Another-Long-Password-2",
+        },
+    )
+    assert changed.status_code == 204, changed.text
+    body = {"product_id": "ssl_dv", "common_name": "www.example.com", "validity_years": 1}
+    stale = await client.post(
+        "/v1/orders", headers={**admin.headers, "Idempotency-Key": "stale-token"}, json=body
+    )
+    assert_problem(stale, 401, "unauthenticated")
+    balance_read = await client.get("/v1/finance/balance", headers=admin.headers)
+    assert_problem(balance_read, 401, "unauthenticated")
+    token = await login(client, admin.email, "Another-Long-Password-2")
+    fresh = dataclasses.replace(admin, token=token)
+    assert await balance(client, fresh) == "100.00"
+    assert (await client.get("/v1/orders", headers=fresh.headers)).json()["data"] == []
