@@ -126,8 +126,8 @@ def _credential(request: Request) -> _Credential:
 
 
 # The caller's statement: the calling user or key with its account, read by named columns,
-# with what a request reads along (`Caller.along`) as further columns. `{p}` is the number of
-# its first parameter, after those of the columns along.
+# with what a request reads along (`Caller.along`) as further columns. Its own parameters
+# ($`p0`...) come after those of the columns along.
 _ACCOUNT_COLUMNS = """a.name AS a_name, a.company_name AS a_company_name, a.email AS a_email,
     a.phone AS a_phone, a.created_at AS a_created_at"""
 
@@ -156,7 +156,8 @@ def _statement(credential: _Credential, roles: tuple[Role, ...], along: str, cou
     cache_key = (credential.key is None, roles, along, count)
     statement = _STATEMENTS.get(cache_key)
     if statement is None:
-        template, table = (_API_KEY_STATEMENT, "k") if credential.key else (_USER_STATEMENT, "u")
+        by_key = credential.key is not None
+        template, table = (_API_KEY_STATEMENT, "k") if by_key else (_USER_STATEMENT, "u")
         # Roles are our own enum's values, never the client's text.
         allowed = ", ".join(f"'{role.value}'" for role in roles)
         statement = _STATEMENTS[cache_key] = template.format(
