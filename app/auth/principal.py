@@ -153,10 +153,10 @@ def _statement(credential: _Credential, roles: tuple[Role, ...], along: str, cou
     """The caller's statement for this kind of credential, with `along` (columns over
     `{account}` and parameters $1 to $`count`), and only a caller of one of `roles` (none:
     any) answering a row (once built, kept)."""
-    cache_key = (credential.key is None, roles, along, count)
+    by_key = credential.key is not None
+    cache_key = (by_key, roles, along, count)
     statement = _STATEMENTS.get(cache_key)
     if statement is None:
-        by_key = credential.key is not None
         template, table = (_API_KEY_STATEMENT, "k") if by_key else (_USER_STATEMENT, "u")
         # Roles are our own enum's values, never the client's text.
         allowed = ", ".join(f"'{role.value}'" for role in roles)
@@ -276,7 +276,9 @@ class Caller:
         statement = _statement(self._credential, self._roles, columns, len(args))
         row = await unit.fetchrow_atomic(statement, *args, *_arguments(self._credential))
         if row is None:
-            await self.check(unit)  # which of 401 or 403 (or, since, a caller who passes)
+            # No caller, or not of these roles: the caller's statement alone says which (401
+            # or 403). Should it pass, the credential was made valid meanwhile: ask again.
+            await self.check(unit)
             row = await unit.fetchrow_atomic(statement, *args, *_arguments(self._credential))
             if row is None:
                 raise Unauthenticated

@@ -283,7 +283,7 @@ class ApiRoute(APIRoute):
                     response = await handler(request)
                 except (ApiError, RequestValidationError) as error:
                     # Who is calling is answered first: 401 or 403 before any other error.
-                    if getattr(error, "status", 422) < 500:
+                    if isinstance(error, RequestValidationError) or error.status < 500:
                         await _settle_caller_check(request)
                     if not isinstance(error, ApiError) or not error.keeps_changes:
                         raise

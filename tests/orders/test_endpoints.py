@@ -308,24 +308,21 @@ async def test_an_order_by_a_revoked_key_is_401_and_moves_nothing(
     [made] = (await client.get("/v1/api-keys", headers=admin.headers)).json()["data"]
     revoked = await client.delete(f"/v1/api-keys/{made['id']}", headers=admin.headers)
     assert revoked.status_code in (200, 204), revoked.text
-    body = {"product_id": "ssl_dv", "common_name": "www.example.com", "validity_years": 1}
-    headers = {**connector, "Idempotency-Key": "revoked-then-reused"}
-    refused = await client.post("/v1/orders", headers=headers, json=body)
-    assert_problem(refused, 401, "unauthenticated")
+    assert_problem(await order(client, connector, "revoked-then-reused"), 401, "unauthenticated")
     # Every other fault of the request is hidden behind the 401 too.
-    for faulty_headers, faulty_body in (
-        (connector, body),  # no Idempotency-Key
-        (headers, {**body, "product_id": "no_such_product"}),
-        (headers, {**body, "validity_years": 9}),
-    ):
-        answer = await client.post("/v1/orders", headers=faulty_headers, json=faulty_body)
+    no_key = await client.post(
+        "/v1/orders",
+        headers=connector,
+        json={"product_id": "ssl_dv", "common_name": "www.example.com", "validity_years": 1},
+    )
+    assert_problem(no_key, 401, "unauthenticated")
+    for faults in ({"product_id": "no_such_product"}, {"validity_years": 9}):
+        answer = await order(client, connector, "revoked-then-reused", **faults)
         assert_problem(answer, 401, "unauthenticated")
     assert await balance(client, admin) == "100.00"
     assert (await client.get("/v1/orders", headers=admin.headers)).json()["data"] == []
     # The key was never the refused caller's: the account's own admin may use it.
-    placed = await client.post(
-        "/v1/orders", headers={**admin.headers, "Idempotency-Key": "revoked-then-reused"}, json=body
-    )
+    placed = await order(client, admin, "revoked-then-reused")
     assert placed.status_code == 201, placed.text
     assert await balance(client, admin) == "51.00"
 
@@ -345,11 +342,7 @@ async def test_an_order_with_a_token_from_before_a_password_change_is_401(
         },
     )
     assert changed.status_code == 204, changed.text
-    body = {"product_id": "ssl_dv", "common_name": "www.example.com", "validity_years": 1}
-    stale = await client.post(
-        "/v1/orders", headers={**admin.headers, "Idempotency-Key": "stale-token"}, json=body
-    )
-    assert_problem(stale, 401, "unauthenticated")
+    assert_problem(await order(client, admin, "stale-token"), 401, "unauthenticated")
     balance_read = await client.get("/v1/finance/balance", headers=admin.headers)
     assert_problem(balance_read, 401, "unauthenticated")
     token = await login(client, admin.email, "Another-Long-Password-2")
