@@ -404,6 +404,9 @@ async def test_a_hung_worker_is_killed_and_replaced(service: Service) -> None:
     hung = Service({**service.environment, "WORKER_TIMEOUT_SECONDS": "2"}, service.log_dir)
     try:
         server = await hung.running()
+        # Both workers serving, so both beating: a worker listens before it has built its
+        # app, and one still building it has a minute's grace, not WORKER_TIMEOUT_SECONDS.
+        await ready_on_new_connections(server.url, 16)
         victim, survivor = hung.workers()
         os.kill(victim, signal.SIGSTOP)  # alive, its socket open, its event loop stopped
         await until(lambda: not alive(victim), f"hung worker {victim} killed", seconds=10)
