@@ -2,9 +2,9 @@
 metrics and a problem+json 500 for anything unexpected. Pure ASGI, so it costs little."""
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -49,7 +49,7 @@ class HttpEnvelopeMiddleware:
             scope = {**scope, "method": "GET"}
         headers = dict(scope["headers"])
         sent_id = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = sent_id if _CLIENT_REQUEST_ID.match(sent_id) else uuid.uuid4().hex
+        request_id = sent_id if _CLIENT_REQUEST_ID.match(sent_id) else os.urandom(16).hex()
         set_request_id(request_id)
         started = time.perf_counter()
         response_started = False

@@ -90,7 +90,11 @@ def problem_body(code: str, status: int, detail: str, extra: dict[str, Any] | No
         "request_id": current_request_id(),
     }
     body.update(extra or {})
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return _PROBLEM_JSON.encode(body).encode()
+
+
+# One encoder for every problem body: json.dumps with options builds a new one each call.
+_PROBLEM_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def problem_response(

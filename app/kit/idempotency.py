@@ -107,9 +107,13 @@ def check_key(key: str) -> None:
         )
 
 
+# json.dumps with options builds a new encoder on each call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def fingerprint(secret: str, method: str, path: str, body: bytes) -> str:
     try:
-        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+        canonical = _CANONICAL_JSON.encode(json.loads(body)).encode()
     except ValueError:
         canonical = body
     message = method.encode() + b" " + path.encode() + b"\n" + canonical

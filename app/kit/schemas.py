@@ -99,7 +99,9 @@ class ResponseModel(BaseModel):
 
 
 def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat is C, and pads the year to four digits as RFC 3339 wants (strftime's %Y
+    # does not on Linux); twice as fast.
+    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 Timestamp = Annotated[
