@@ -66,6 +66,7 @@ class Runs:
             "--service-pid", str(self.service.pid),
             *(["--database-pid", str(self.database_pid)] if self.database_pid else []),
             "--warmup", str(self.args.warmup), "--duration", str(seconds),
+            "--disk-probe", str(ROOT / ".data" / "bench" / "disk-probe"),
             *offered,
         ]  # fmt: skip
         # Our own interpreter and module, arguments of our own making.

@@ -34,7 +34,7 @@ import aiohttp
 import asyncpg
 import uvloop
 
-from bench import cpu, floor
+from bench import cpu, disk, floor
 from bench.stats import RunResult, Samples, percentile
 
 Call = Callable[[], Awaitable[str | None]]  # one request: None when it succeeded, else why not
@@ -185,12 +185,20 @@ async def run(args: argparse.Namespace, accounts: list[Account]) -> RunResult:
     async with target as call:
         window = Window.after(args.warmup, args.duration)
         probe = asyncio.create_task(_cpu_probe(window, args.service_pid, args.database_pid))
+        flushes = (
+            asyncio.create_task(
+                asyncio.to_thread(disk.longest_flush, args.disk_probe, window.start, window.end)
+            )
+            if args.disk_probe
+            else None
+        )
         late = 0.0
         if args.concurrency:
             samples = await closed_loop(call, args.concurrency, window)
         else:
             samples, late = await open_loop(call, args.rate, window, rng)
         cpu_use = await probe
+        longest_flush = await flushes if flushes is not None else None
     return RunResult.from_samples(
         samples,
         seconds=window.end - window.start,
@@ -201,6 +209,7 @@ async def run(args: argparse.Namespace, accounts: list[Account]) -> RunResult:
         concurrency=args.concurrency or connections,
         offered_rps=None if args.concurrency else args.rate,
         late_dispatch_ms=round(late * 1000, 2),
+        disk_flush_max_ms=None if longest_flush is None else round(longest_flush * 1000, 1),
     )
 
 
@@ -220,6 +229,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--service-pid", type=int, help="for the CPU shares")
     parser.add_argument("--database-pid", type=int, help="the postmaster, for the CPU shares")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--disk-probe", type=Path, help="a file to time 8 kB fdatasyncs in (bench/disk.py)"
+    )
     args = parser.parse_args(argv)
     if args.target == "floor" and not args.dsn:
         parser.error("--dsn is needed for the floor")

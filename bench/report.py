@@ -20,6 +20,8 @@ P99_TARGET_MS = 50.0
 RATIO_TARGETS = {("b", "a"): 0.5, ("c", "a-hot"): 0.6, ("d", "a"): 0.8}
 # Cores used by processes other than the bench's own above which a run was disturbed.
 INTERFERENCE_CORES = 0.25
+# An 8 kB fdatasync slower than this in a window: the disk stalled every commit meanwhile.
+DISK_STALL_MS = P99_TARGET_MS
 
 LABELS = {
     "a": "floor: order txn via asyncpg, {n} accounts",
@@ -62,12 +64,14 @@ class Report:
         base = self.runs[floor].rps
         return self.runs[run].rps / base if base else 0.0
 
+    def _named(self) -> list[tuple[str, RunResult]]:
+        return [*self.runs.items(), *((f"{p}%", run) for p, run in self.sweep)]
+
     def interference(self) -> str | None:
         """A warning when something else used the machine during some runs, else None."""
-        named = [*self.runs.items(), *((f"{p}%", run) for p, run in self.sweep)]
         disturbed = [
             f"({name}) {run.cpu.other:.2f}"
-            for name, run in named
+            for name, run in self._named()
             if run.cpu and run.cpu.other > INTERFERENCE_CORES
         ]
         if not disturbed:
@@ -76,6 +80,22 @@ class Report:
             "Warning: other processes used CPU during these runs (cores): "
             + ", ".join(disturbed)
             + ". Their figures are lower than on a quiet machine."
+        )
+
+    def disk_stalls(self) -> str | None:
+        """A warning when the disk took longer than DISK_STALL_MS to flush 8 kB in some
+        runs (bench/disk.py), else None."""
+        stalled = [
+            f"({name}) {run.disk_flush_max_ms:.0f} ms"
+            for name, run in self._named()
+            if run.disk_flush_max_ms is not None and run.disk_flush_max_ms > DISK_STALL_MS
+        ]
+        if not stalled:
+            return None
+        return (
+            "Warning: the disk stalled during these runs (its longest fdatasync of 8 kB): "
+            + ", ".join(stalled)
+            + ". Every commit waits for such a flush: a p99 above that is the disk's."
         )
 
 
@@ -113,6 +133,10 @@ def _targets(report: Report) -> list[Target]:
             half is not None and half.errors == 0 and half.p99_ms <= P99_TARGET_MS,
         ),
     ]
+
+
+def _disk(run: RunResult) -> str:
+    return "-" if run.disk_flush_max_ms is None else f"{run.disk_flush_max_ms:.1f}"
 
 
 def _cpu(run: RunResult) -> str:
@@ -161,7 +185,7 @@ def _numeric(cell: str) -> bool:
 
 def runs_table(report: Report, markdown: bool = False) -> str:
     header = ["run", "what", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "CPU"]
-    header.append("CPU ms/req")
+    header += ["CPU ms/req", "disk ms"]
     rows = [
         [
             f"({name})",
@@ -173,6 +197,7 @@ def runs_table(report: Report, markdown: bool = False) -> str:
             _errors(run),
             _cpu(run),
             _cpu_per_request(run),
+            _disk(run),
         ]
         for name, run in report.runs.items()
     ]
@@ -181,7 +206,7 @@ def runs_table(report: Report, markdown: bool = False) -> str:
 
 def sweep_table(report: Report, markdown: bool = False) -> str:
     header = ["load", "offered req/s", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
-    header += ["CPU", "late ms"]
+    header += ["CPU", "late ms", "disk ms"]
     rows = [
         [
             f"{percent}%",
@@ -193,6 +218,7 @@ def sweep_table(report: Report, markdown: bool = False) -> str:
             _errors(run),
             _cpu(run),
             f"{run.late_dispatch_ms:.1f}",
+            _disk(run),
         ]
         for percent, run in report.sweep
     ]
@@ -212,7 +238,8 @@ def console(report: Report) -> str:
             f"{report.duration:g} s each in {report.rounds} interleaved windows, each after "
             f"{report.warmup:g} s of warm-up "
             "(CPU: cores used by the load generator/service/PostgreSQL/rest of the machine; "
-            "CPU ms/req: the first three's CPU time per successful request)",
+            "CPU ms/req: the first three's CPU time per successful request; disk ms: the "
+            "longest fdatasync of 8 kB on this machine's disk, probed every 20 ms)",
             runs_table(report),
             "\n".join(ratio_lines(report)),
             report.hot.summary(),
@@ -220,7 +247,7 @@ def console(report: Report) -> str:
             f"{report.sweep_duration:g} s per step (late: the generator's p99 lateness)",
             sweep_table(report),
             targets_table(report),
-            *filter(None, [report.interference()]),
+            *filter(None, [report.interference(), report.disk_stalls()]),
         ]
     )
 
@@ -317,16 +344,18 @@ def markdown(report: Report, plot_name: str) -> str:
             "### Maximum throughput (closed loop)",
             "CPU: cores used by the load generator / the service / PostgreSQL / the rest of the "
             "machine (anything else that ran meanwhile). CPU ms/req: the CPU time of the first "
-            "three per successful request, what one request costs whatever else ran.",
+            "three per successful request, what one request costs whatever else ran. disk ms: "
+            "the longest fdatasync of 8 kB on this machine's disk in the window, probed every "
+            "20 ms (bench/disk.py): every commit waits for its WAL's flush.",
             runs_table(report, markdown=True),
             "Ratios: " + ", ".join(f"**{line}**" for line in ratio_lines(report)) + ". "
             f"{_sentence(report.hot.summary())}.",
             "### Targets",
             targets_table(report, markdown=True),
-            *filter(None, [report.interference()]),
+            *filter(None, [report.interference(), report.disk_stalls()]),
             "### Latency against offered load (open loop, (b))",
             "`late ms`: the 99th percentile of how late the load generator sent a request "
-            "against its schedule (already included in the latency).",
+            "against its schedule (already included in the latency); `disk ms`: as above.",
             sweep_table(report, markdown=True),
             f"![Latency of POST /v1/orders against offered load]({plot_name})",
             METHOD.format(

@@ -62,6 +62,8 @@ class RunResult:
     total_ok: int
     total_errors: int
     late_dispatch_ms: float = 0.0  # open loop: the generator's 99th percentile lateness
+    # The disk's longest 8 kB fdatasync during the window (bench/disk.py), when probed.
+    disk_flush_max_ms: float | None = None
     # The successful requests' latencies (ms, ascending), so that windows can be merged.
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
@@ -124,6 +126,10 @@ class RunResult:
             concurrency=first.concurrency,
             offered_rps=first.offered_rps,
             late_dispatch_ms=max(window.late_dispatch_ms for window in windows),
+            disk_flush_max_ms=max(
+                (w.disk_flush_max_ms for w in windows if w.disk_flush_max_ms is not None),
+                default=None,
+            ),
         )
 
     @classmethod
