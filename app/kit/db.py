@@ -258,6 +258,14 @@ class UnitOfWork:
         row: asyncpg.Record | None = await driver.fetchrow(sql, *args)
         return row
 
+    async def fetch_atomic(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        """`fetchrow_atomic`'s every row: a read complete on its own, which opens no
+        transaction for what follows it."""
+        pooled = await self._pooled_connection()
+        driver: asyncpg.Connection = pooled.driver_connection
+        rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
+        return rows
+
     async def commit(self) -> None:
         """Make what the unit did so far durable and give the connection back; what follows
         runs in a new transaction, on a connection taken afresh when it is needed (the

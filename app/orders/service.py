@@ -61,19 +61,26 @@ _CATALOGUE_TTL_SECONDS = 60.0
 _catalogue: tuple[float, dict[str, PricedProduct]] = (float("-inf"), {})
 
 
+# Read by a statement complete on its own: a balance order's statement runs next, outside
+# any transaction (a transaction opened here would be aborted by its BL409, and the caller's
+# check after it refused with a 500).
+_CATALOGUE = """SELECT id, name, wildcard, price_per_year_cents, price_per_extra_san_cents
+FROM product"""
+
+
 async def _product(unit: UnitOfWork, product_id: str) -> PricedProduct | None:
     global _catalogue
     loaded_at, products = _catalogue
     if time.monotonic() - loaded_at > _CATALOGUE_TTL_SECONDS:
         products = {
-            product.id: PricedProduct(
-                id=product.id,
-                name=product.name,
-                wildcard=product.wildcard,
-                price_per_year_cents=product.price_per_year_cents,
-                price_per_extra_san_cents=product.price_per_extra_san_cents,
+            row["id"]: PricedProduct(
+                id=row["id"],
+                name=row["name"],
+                wildcard=row["wildcard"],
+                price_per_year_cents=row["price_per_year_cents"],
+                price_per_extra_san_cents=row["price_per_extra_san_cents"],
             )
-            for product in await list_products(unit)
+            for row in await unit.fetch_atomic(_CATALOGUE)
         }
         _catalogue = (time.monotonic(), products)
     return products.get(product_id)

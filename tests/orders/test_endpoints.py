@@ -2,9 +2,11 @@
 
 import dataclasses
 
+import asyncpg
 import httpx
 import pytest
 
+from app.orders import service as orders_service
 from tests.conftest import PASSWORD, AddUser, Member, SignUp, login
 from tests.money import (
     CHARGES_DECLINED,
@@ -349,3 +351,32 @@ async def test_an_order_with_a_token_from_before_a_password_change_is_401(
     fresh = dataclasses.replace(admin, token=token)
     assert await balance(client, fresh) == "100.00"
     assert (await client.get("/v1/orders", headers=fresh.headers)).json()["data"] == []
+
+
+@pytest.mark.parametrize("catalogue", ["cached", "read again"])
+async def test_a_retry_after_its_key_was_pruned_answers_the_order_it_made(
+    client: httpx.AsyncClient,
+    sign_up: SignUp,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    catalogue: str,
+) -> None:
+    admin = await sign_up()
+    await fund(client, admin, "100.00")
+    first = await order(client, admin, "kept-longer-than-its-key")
+    assert first.status_code == 201, first.text
+    # The worker prunes keys after a day (app.worker.runner); the order stays.
+    db = await asyncpg.connect(database_url)
+    try:
+        await db.execute("DELETE FROM idempotency_key WHERE key = 'kept-longer-than-its-key'")
+    finally:
+        await db.close()
+    if catalogue == "read again":  # as once every few minutes: the order's first read
+        monkeypatch.setattr(orders_service, "_catalogue", (float("-inf"), {}))
+    again = await order(client, admin, "kept-longer-than-its-key")
+    assert again.status_code == 201, again.text
+    assert again.json() == first.json()
+    assert await balance(client, admin) == "51.00"
+    assert [
+        o["id"] for o in (await client.get("/v1/orders", headers=admin.headers)).json()["data"]
+    ] == [first.json()["id"]]
