@@ -260,6 +260,10 @@ def main() -> None:
             parser.error("--workers above 1 needs a fixed PORT (the workers share it)")
         _supervise(args.host, settings.port, args.workers, settings.worker_timeout_seconds)
     else:
+        # uvicorn stops gracefully on SIGTERM, then raises the signal again with the handler
+        # it found: the default one would end the process without its exit handlers, and
+        # an embedded PostgreSQL started above would keep running. This one exits.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         uvicorn.run(
             "app.main:create_app",
             factory=True,

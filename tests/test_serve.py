@@ -441,3 +441,20 @@ async def test_a_served_process_keeps_what_startup_built_out_of_the_collector(
     ]
     assert frozen, metrics
     assert frozen[0] > 100_000, frozen
+
+
+async def test_sigterm_stops_the_embedded_postgresql_it_started(tmp_path: Path) -> None:
+    """With no DATABASE_URL the launcher starts PostgreSQL under DATA_DIR; stopped by SIGTERM
+    (as a service manager or `kill` stops it), it stops that server too rather than leave
+    it running."""
+    unset = ("DATABASE_URL", "WEB_CONCURRENCY", "SANDBOX_URL", "GATEWAY", "SECRET_KEY")
+    environment = {name: value for name, value in os.environ.items() if name not in unset}
+    environment.update(DATA_DIR=str(tmp_path / "data"), RUN_WORKER="false")
+    server = await ServiceProcess.api(environment, tmp_path, "embedded").start()
+    assert server.process is not None
+    postmaster = int((tmp_path / "data" / "pg" / "postmaster.pid").read_text().split()[0])
+    assert alive(postmaster)
+    server.process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(server.process.wait(), 30)
+    await until(lambda: not alive(postmaster), "the embedded PostgreSQL stopped", seconds=15)
+    assert "Traceback" not in log_of(server), log_of(server)
