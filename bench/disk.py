@@ -1,12 +1,13 @@
-"""How long this machine's disk took to make a small write durable during a window.
+"""How long this machine's disk took to make a small write durable during a run.
 
 Every order commits only once PostgreSQL's WAL is flushed (fdatasync), so a disk that stalls
 for 200 ms stalls every order in flight for as long, whatever the service does: an open-loop
 step with one such stall has its p99 set by the disk. The probe writes 8 kB and fdatasyncs
 it every 20 ms in a file beside the embedded PostgreSQL's data (`.data`), on a thread of the
-load generator, and reports the longest wait: a p99 that misses its target in a window where
-the disk stalled for longer says so in the report. About 50 flushes a second beside the
-hundreds PostgreSQL makes.
+load generator, from the warm-up to the end of the window (a stall in the warm-up leaves the
+open loop a backlog that the window pays for), and reports the longest wait: a p99 that misses
+its target in a run where the disk stalled for longer says so in the report. About 50
+flushes a second beside the hundreds PostgreSQL makes.
 """
 
 import os

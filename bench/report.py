@@ -239,7 +239,8 @@ def console(report: Report) -> str:
             f"{report.warmup:g} s of warm-up "
             "(CPU: cores used by the load generator/service/PostgreSQL/rest of the machine; "
             "CPU ms/req: the first three's CPU time per successful request; disk ms: the "
-            "longest fdatasync of 8 kB on this machine's disk, probed every 20 ms)",
+            "longest fdatasync of 8 kB on this machine's disk during the run, warm-up included, "
+            "probed every 20 ms)",
             runs_table(report),
             "\n".join(ratio_lines(report)),
             report.hot.summary(),
@@ -345,8 +346,9 @@ def markdown(report: Report, plot_name: str) -> str:
             "CPU: cores used by the load generator / the service / PostgreSQL / the rest of the "
             "machine (anything else that ran meanwhile). CPU ms/req: the CPU time of the first "
             "three per successful request, what one request costs whatever else ran. disk ms: "
-            "the longest fdatasync of 8 kB on this machine's disk in the window, probed every "
-            "20 ms (bench/disk.py): every commit waits for its WAL's flush.",
+            "the longest fdatasync of 8 kB on this machine's disk in the run (warm-up "
+            "included), probed every 20 ms (bench/disk.py): every commit waits for its WAL's "
+            "flush.",
             runs_table(report, markdown=True),
             "Ratios: " + ", ".join(f"**{line}**" for line in ratio_lines(report)) + ". "
             f"{_sentence(report.hot.summary())}.",
