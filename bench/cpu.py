@@ -3,7 +3,10 @@
 Four shares, in cores (1.0 = one core busy for the whole window): the load generator (the
 calling process), the service (the `app.serve` process and its descendants: uvicorn's
 workers), PostgreSQL (the postmaster and its descendants: backends, WAL writer...) and the
-rest of the machine, which is idle unless something else ran beside the bench.
+rest of the machine, which is idle unless something else ran beside the bench. Beside them,
+the steal: the time the hypervisor gave this virtual machine's cores to another guest while
+it had work to run (the `steal` column of /proc/stat), which no process of the machine sees
+and which leaves a run slower and its latencies longer than on a quiet host.
 
 A process tree's time counts the live processes' own time and the time of the children they
 reaped (cutime, cstime), so that a backend that exits within the window is not lost.
@@ -22,6 +25,7 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 class CpuSnapshot:
     wall: float
     machine: float
+    steal: float
     service: float
     database: float
     client: float
@@ -36,16 +40,19 @@ class CpuUse:
     database: float
     other: float
     machine: float
+    steal: float = 0.0  # cores taken by the hypervisor; not in `machine`
 
 
 def available() -> bool:
     return (_PROC / "stat").exists()
 
 
-def _machine_busy_seconds() -> float:
+def _machine_seconds() -> tuple[float, float]:
+    """Seconds the machine's cores were busy, and seconds stolen from them, since boot."""
     fields = (_PROC / "stat").read_text().splitlines()[0].split()[1:]
     ticks = [int(value) for value in fields[:8]]  # user nice system idle iowait irq softirq steal
-    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS
+    busy = sum(ticks) - ticks[3] - ticks[4] - ticks[7]
+    return busy / _TICKS, ticks[7] / _TICKS
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -88,9 +95,11 @@ def parent_of(pid: int) -> int | None:
 def snapshot(service_pid: int | None, database_pid: int | None) -> CpuSnapshot | None:
     if not available():
         return None
+    machine, steal = _machine_seconds()
     return CpuSnapshot(
         wall=time.monotonic(),
-        machine=_machine_busy_seconds(),
+        machine=machine,
+        steal=steal,
         service=_tree_cpu_seconds(service_pid) if service_pid else 0.0,
         database=_tree_cpu_seconds(database_pid) if database_pid else 0.0,
         client=time.process_time(),
@@ -111,4 +120,5 @@ def use_between(start: CpuSnapshot | None, end: CpuSnapshot | None) -> CpuUse | 
         database=round(database, 2),
         other=round(max(machine - client - service - database, 0.0), 2),
         machine=round(machine, 2),
+        steal=round((end.steal - start.steal) / wall, 2),
     )

@@ -20,6 +20,9 @@ P99_TARGET_MS = 50.0
 RATIO_TARGETS = {("b", "a"): 0.5, ("c", "a-hot"): 0.6, ("d", "a"): 0.8}
 # Cores used by processes other than the bench's own above which a run was disturbed.
 INTERFERENCE_CORES = 0.25
+# Cores the hypervisor gave to other guests during a window above which a run was disturbed:
+# at the targets' edge, a twentieth of a core is a ratio's second decimal.
+STEAL_CORES = 0.05
 # An 8 kB fdatasync slower than this in a window: the disk stalled every commit meanwhile.
 DISK_STALL_MS = P99_TARGET_MS
 
@@ -82,6 +85,22 @@ class Report:
             + ". Their figures are lower than on a quiet machine."
         )
 
+    def steal(self) -> str | None:
+        """A warning when the hypervisor took more than STEAL_CORES from this machine during
+        some runs, else None."""
+        stolen = [
+            f"({name}) {run.cpu.steal:.2f}"
+            for name, run in self._named()
+            if run.cpu and run.cpu.steal > STEAL_CORES
+        ]
+        if not stolen:
+            return None
+        return (
+            "Warning: the hypervisor gave this machine's cores to other guests during these "
+            "runs (steal, cores): " + ", ".join(stolen) + ". Their figures are lower, and their "
+            "latencies longer, than on a quiet host."
+        )
+
     def disk_stalls(self) -> str | None:
         """A warning when the disk took longer than DISK_STALL_MS to flush 8 kB in some
         runs (bench/disk.py), else None."""
@@ -97,6 +116,10 @@ class Report:
             + ", ".join(stalled)
             + ". Every commit waits for such a flush: a p99 above that is the disk's."
         )
+
+    def warnings(self) -> list[str]:
+        """What disturbed the runs: other processes, the hypervisor, the disk."""
+        return list(filter(None, [self.interference(), self.steal(), self.disk_stalls()]))
 
 
 def ratio_lines(report: Report) -> list[str]:
@@ -146,6 +169,10 @@ def _cpu(run: RunResult) -> str:
     return f"{use.client:.2f}/{use.service:.2f}/{use.database:.2f}/{use.other:.2f}"
 
 
+def _steal(run: RunResult) -> str:
+    return "-" if run.cpu is None else f"{run.cpu.steal:.2f}"
+
+
 def _cpu_per_request(run: RunResult) -> str:
     """Milliseconds of CPU per successful request, the bench's own processes only (load
     generator, service, PostgreSQL): what a request costs, whatever else ran meanwhile."""
@@ -185,7 +212,7 @@ def _numeric(cell: str) -> bool:
 
 def runs_table(report: Report, markdown: bool = False) -> str:
     header = ["run", "what", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "CPU"]
-    header += ["CPU ms/req", "disk ms"]
+    header += ["steal", "CPU ms/req", "disk ms"]
     rows = [
         [
             f"({name})",
@@ -196,6 +223,7 @@ def runs_table(report: Report, markdown: bool = False) -> str:
             f"{run.p99_ms:.1f}",
             _errors(run),
             _cpu(run),
+            _steal(run),
             _cpu_per_request(run),
             _disk(run),
         ]
@@ -206,7 +234,7 @@ def runs_table(report: Report, markdown: bool = False) -> str:
 
 def sweep_table(report: Report, markdown: bool = False) -> str:
     header = ["load", "offered req/s", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
-    header += ["CPU", "late ms", "disk ms"]
+    header += ["CPU", "steal", "late ms", "disk ms"]
     rows = [
         [
             f"{percent}%",
@@ -217,6 +245,7 @@ def sweep_table(report: Report, markdown: bool = False) -> str:
             f"{run.p99_ms:.1f}",
             _errors(run),
             _cpu(run),
+            _steal(run),
             f"{run.late_dispatch_ms:.1f}",
             _disk(run),
         ]
@@ -238,7 +267,8 @@ def console(report: Report) -> str:
             f"{report.duration:g} s each in {report.rounds} interleaved windows, each after "
             f"{report.warmup:g} s of warm-up "
             "(CPU: cores used by the load generator/service/PostgreSQL/rest of the machine; "
-            "CPU ms/req: the first three's CPU time per successful request; disk ms: the "
+            "steal: cores the hypervisor gave to other guests; CPU ms/req: the first three's "
+            "CPU time per successful request; disk ms: the "
             "longest fdatasync of 8 kB on this machine's disk during the run, warm-up included, "
             "probed every 20 ms)",
             runs_table(report),
@@ -248,7 +278,7 @@ def console(report: Report) -> str:
             f"{report.sweep_duration:g} s per step (late: the generator's p99 lateness)",
             sweep_table(report),
             targets_table(report),
-            *filter(None, [report.interference(), report.disk_stalls()]),
+            *report.warnings(),
         ]
     )
 
@@ -306,6 +336,9 @@ load generator share its cores.
   load generator's process / the service's process tree / PostgreSQL's process tree (when it
   runs on this machine) / the rest of the machine. A last share well above zero means
   something else ran beside the bench, and that run's figures are low.
+- **Steal** (column `steal`): average cores that the hypervisor gave to other guests while
+  this virtual machine had work to run (`/proc/stat`). No process of the machine sees it; a
+  run with steal above zero ran on less than its cores, and its figures are low.
 
 Reproduce: `make bench` (`make bench WORKERS=1`, `make bench BENCH_ARGS=--quick` for a
 shorter run, `BENCH_DATABASE_URL=postgresql://... make bench` for another server;
@@ -344,7 +377,8 @@ def markdown(report: Report, plot_name: str) -> str:
             "and one hot account, load generator in its own process.",
             "### Maximum throughput (closed loop)",
             "CPU: cores used by the load generator / the service / PostgreSQL / the rest of the "
-            "machine (anything else that ran meanwhile). CPU ms/req: the CPU time of the first "
+            "machine (anything else that ran meanwhile). steal: cores the hypervisor gave to "
+            "other guests meanwhile. CPU ms/req: the CPU time of the first "
             "three per successful request, what one request costs whatever else ran. disk ms: "
             "the longest fdatasync of 8 kB on this machine's disk in the run (warm-up "
             "included), probed every 20 ms (bench/disk.py): every commit waits for its WAL's "
@@ -354,7 +388,7 @@ def markdown(report: Report, plot_name: str) -> str:
             f"{_sentence(report.hot.summary())}.",
             "### Targets",
             targets_table(report, markdown=True),
-            *filter(None, [report.interference(), report.disk_stalls()]),
+            *report.warnings(),
             "### Latency against offered load (open loop, (b))",
             "`late ms`: the 99th percentile of how late the load generator sent a request "
             "against its schedule (already included in the latency); `disk ms`: as above.",

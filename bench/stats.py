@@ -108,7 +108,7 @@ class RunResult:
         shares = [(window.cpu, window.seconds) for window in windows if window.cpu is not None]
         cpu = None
         if len(shares) == len(windows) and seconds > 0:
-            names = ("client", "service", "database", "other", "machine")
+            names = ("client", "service", "database", "other", "machine", "steal")
             cpu = CpuUse(
                 **{
                     name: round(sum(getattr(use, name) * span for use, span in shares) / seconds, 2)
