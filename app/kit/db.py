@@ -110,12 +110,14 @@ def start_embedded_postgres(data_dir: str, name: str = "pg") -> str:
     """
     import warnings
 
-    import pgserver
-
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    # pgserver warns on import where XDG_RUNTIME_DIR is unset (a container, CI) and then
+    # uses /tmp, which is fine: not a warning to print at every start.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        import pgserver
+
         server = pgserver.get_server(root / name, cleanup_mode="stop")  # type: ignore[attr-defined]
     url: str = server.get_uri()
     return url
