@@ -72,54 +72,51 @@ class Report:
 
     def interference(self) -> str | None:
         """A warning when something else used the machine during some runs, else None."""
-        disturbed = [
-            f"({name}) {run.cpu.other:.2f}"
-            for name, run in self._named()
-            if run.cpu and run.cpu.other > INTERFERENCE_CORES
-        ]
-        if not disturbed:
-            return None
-        return (
-            "Warning: other processes used CPU during these runs (cores): "
-            + ", ".join(disturbed)
-            + ". Their figures are lower than on a quiet machine."
+        return _warning(
+            "other processes used CPU during these runs (cores)",
+            [
+                f"({name}) {run.cpu.other:.2f}"
+                for name, run in self._named()
+                if run.cpu and run.cpu.other > INTERFERENCE_CORES
+            ],
+            "Their figures are lower than on a quiet machine.",
         )
 
     def steal(self) -> str | None:
         """A warning when the hypervisor took more than STEAL_CORES from this machine during
         some runs, else None."""
-        stolen = [
-            f"({name}) {run.cpu.steal:.2f}"
-            for name, run in self._named()
-            if run.cpu and run.cpu.steal > STEAL_CORES
-        ]
-        if not stolen:
-            return None
-        return (
-            "Warning: the hypervisor gave this machine's cores to other guests during these "
-            "runs (steal, cores): " + ", ".join(stolen) + ". Their figures are lower, and their "
-            "latencies longer, than on a quiet host."
+        return _warning(
+            "the hypervisor gave this machine's cores to other guests during these runs "
+            "(steal, cores)",
+            [
+                f"({name}) {run.cpu.steal:.2f}"
+                for name, run in self._named()
+                if run.cpu and run.cpu.steal > STEAL_CORES
+            ],
+            "Their figures are lower, and their latencies longer, than on a quiet host.",
         )
 
     def disk_stalls(self) -> str | None:
         """A warning when the disk took longer than DISK_STALL_MS to flush 8 kB in some
         runs (bench/disk.py), else None."""
-        stalled = [
-            f"({name}) {run.disk_flush_max_ms:.0f} ms"
-            for name, run in self._named()
-            if run.disk_flush_max_ms is not None and run.disk_flush_max_ms > DISK_STALL_MS
-        ]
-        if not stalled:
-            return None
-        return (
-            "Warning: the disk stalled during these runs (its longest fdatasync of 8 kB): "
-            + ", ".join(stalled)
-            + ". Every commit waits for such a flush: a p99 above that is the disk's."
+        return _warning(
+            "the disk stalled during these runs (its longest fdatasync of 8 kB)",
+            [
+                f"({name}) {run.disk_flush_max_ms:.0f} ms"
+                for name, run in self._named()
+                if run.disk_flush_max_ms is not None and run.disk_flush_max_ms > DISK_STALL_MS
+            ],
+            "Every commit waits for such a flush: a p99 above that is the disk's.",
         )
 
     def warnings(self) -> list[str]:
         """What disturbed the runs: other processes, the hypervisor, the disk."""
         return list(filter(None, [self.interference(), self.steal(), self.disk_stalls()]))
+
+
+def _warning(what: str, runs: list[str], meaning: str) -> str | None:
+    """`Warning: what: (run) figure, ... meaning`, or None when no run is named."""
+    return f"Warning: {what}: {', '.join(runs)}. {meaning}" if runs else None
 
 
 def ratio_lines(report: Report) -> list[str]:

@@ -448,7 +448,7 @@ async def test_sigterm_stops_the_embedded_postgresql_it_started(tmp_path: Path) 
     (as a service manager or `kill` stops it), it stops that server too rather than leave
     it running. It starts without a warning where XDG_RUNTIME_DIR is unset (a container)."""
     unset = ("DATABASE_URL", "WEB_CONCURRENCY", "SANDBOX_URL", "GATEWAY", "SECRET_KEY")
-    unset += ("XDG_RUNTIME_DIR",)
+    unset += ("XDG_RUNTIME_DIR",)  # platformdirs warns without it
     environment = {name: value for name, value in os.environ.items() if name not in unset}
     environment.update(DATA_DIR=str(tmp_path / "data"), RUN_WORKER="false")
     server = await ServiceProcess.api(environment, tmp_path, "embedded").start()
